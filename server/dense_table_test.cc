@@ -1,0 +1,90 @@
+#include "server/dense_table.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+namespace tessera::server {
+namespace {
+
+struct Fixture {
+  std::unique_ptr<Optimizer> opt;
+  std::unique_ptr<Initializer> init;
+  std::unique_ptr<DenseTable> table;
+};
+
+Fixture Make(DenseRange range, const std::string& type, float lr, const std::string& init = "zeros", float scale = 0) {
+  Fixture f;
+  tessera::v1::OptimizerSpec os;
+  os.set_type(type);
+  os.set_learning_rate(lr);
+  f.opt = std::move(Optimizer::Create(os)).value();
+  tessera::v1::InitializerSpec is;
+  is.set_type(init);
+  is.set_scale(scale);
+  f.init = std::make_unique<Initializer>(*Initializer::Create(is));
+  f.table = std::make_unique<DenseTable>(range, f.opt.get(), f.init.get());
+  return f;
+}
+
+TEST(DenseTableTest, InitialValuesDependOnTheGlobalIndexNotTheShard) {
+  auto whole = Make({0, 50000}, "sgd", 1.0f, "uniform", 1.0f);
+  auto part = Make({20000, 50000}, "sgd", 1.0f, "uniform", 1.0f);
+  std::vector<float> a(100), b(100);
+  whole.table->Pull(30000, 100, a.data());
+  part.table->Pull(30000, 100, b.data());
+  EXPECT_EQ(a, b);
+}
+
+TEST(DenseTableTest, PushAcrossBlockBoundariesAppliesEveryElement) {
+  const uint64_t begin = 1000, n = 3 * DenseTable::kBlockElements + 17;
+  auto f = Make({begin, begin + n}, "sgd", 0.5f);
+  // A slice that straddles two block boundaries.
+  const uint64_t off = begin + DenseTable::kBlockElements - 5, len = DenseTable::kBlockElements + 10;
+  std::vector<float> g(len);
+  for (uint64_t i = 0; i < len; ++i) g[i] = static_cast<float>(i % 13);
+  f.table->Push(off, g.data(), len, 1.0f);
+  std::vector<float> out(n);
+  f.table->Pull(begin, n, out.data());
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint64_t global = begin + i;
+    const float want = (global >= off && global < off + len) ? -0.5f * static_cast<float>((global - off) % 13) : 0.0f;
+    ASSERT_EQ(out[i], want) << "element " << global;
+  }
+}
+
+TEST(DenseTableTest, ConcurrentPushesLoseNoUpdate) {
+  auto f = Make({0, 40000}, "sgd", 1.0f);
+  std::vector<float> g(40000, 1.0f);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 200; ++i) f.table->Push(0, g.data(), g.size(), 1.0f);
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::vector<float> out(40000);
+  f.table->Pull(0, 40000, out.data());
+  for (float v : out) ASSERT_EQ(v, -1200.0f);
+}
+
+TEST(DenseTableTest, CopyAndLoadRestoreWeightsSlotsAndSteps) {
+  auto a = Make({0, 20000}, "adam", 0.01f);
+  std::vector<float> g(20000, 0.3f);
+  a.table->Push(0, g.data(), g.size(), 1.0f);
+  a.table->Push(0, g.data(), g.size(), 1.0f);
+  std::string raw;
+  a.table->CopyAll(&raw);
+  auto b = Make({0, 20000}, "adam", 0.01f);
+  ASSERT_TRUE(b.table->LoadAll(raw));
+  EXPECT_FALSE(b.table->LoadAll(raw.substr(1))) << "a short image is refused";
+  a.table->Push(0, g.data(), g.size(), 1.0f);
+  b.table->Push(0, g.data(), g.size(), 1.0f);
+  std::vector<float> oa(20000), ob(20000);
+  a.table->Pull(0, 20000, oa.data());
+  b.table->Pull(0, 20000, ob.data());
+  EXPECT_EQ(oa, ob);
+}
+
+}  // namespace
+}  // namespace tessera::server

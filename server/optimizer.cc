@@ -1,0 +1,173 @@
+#include "server/optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace tessera::server {
+namespace {
+
+using tessera::v1::OptimizerSpec;
+
+absl::Status Bad(absl::string_view field, double value, absl::string_view want) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("optimizer.", field, " = ", value, " is invalid: ", want));
+}
+
+class Sgd final : public Optimizer {
+ public:
+  Sgd(float lr, float momentum) : lr_(lr), momentum_(momentum) {}
+  std::string name() const override { return "sgd"; }
+  int num_slots() const override { return momentum_ > 0 ? 1 : 0; }
+  void InitSlots(float* slots, int64_t n, int64_t stride) const override {
+    for (int k = 0; k < num_slots(); ++k) std::fill_n(slots + k * stride, n, 0.0f);
+  }
+  void Apply(float* w, float* slots, int64_t stride, const float* g, int64_t n, float lr_scale,
+             uint32_t* step) const override {
+    const float lr = lr_ * lr_scale;
+    ++*step;
+    if (momentum_ > 0) {
+      float* v = slots;
+      for (int64_t i = 0; i < n; ++i) {
+        v[i] = momentum_ * v[i] + g[i];
+        w[i] -= lr * v[i];
+      }
+    } else {
+      for (int64_t i = 0; i < n; ++i) w[i] -= lr * g[i];
+    }
+  }
+
+ private:
+  const float lr_, momentum_;
+};
+
+class Adagrad final : public Optimizer {
+ public:
+  Adagrad(float lr, float init, float eps) : lr_(lr), init_(init), eps_(eps) {}
+  std::string name() const override { return "adagrad"; }
+  int num_slots() const override { return 1; }
+  void InitSlots(float* slots, int64_t n, int64_t stride) const override {
+    std::fill_n(slots, n, init_);
+  }
+  void Apply(float* w, float* slots, int64_t stride, const float* g, int64_t n, float lr_scale,
+             uint32_t* step) const override {
+    const float lr = lr_ * lr_scale;
+    float* acc = slots;
+    ++*step;
+    for (int64_t i = 0; i < n; ++i) {
+      acc[i] += g[i] * g[i];
+      w[i] -= lr * g[i] / (std::sqrt(acc[i]) + eps_);
+    }
+  }
+
+ private:
+  const float lr_, init_, eps_;
+};
+
+class Adam final : public Optimizer {
+ public:
+  Adam(float lr, float b1, float b2, float eps) : lr_(lr), b1_(b1), b2_(b2), eps_(eps) {}
+  std::string name() const override { return "adam"; }
+  int num_slots() const override { return 2; }
+  bool uses_step() const override { return true; }
+  void InitSlots(float* slots, int64_t n, int64_t stride) const override {
+    std::fill_n(slots, n, 0.0f);
+    std::fill_n(slots + stride, n, 0.0f);
+  }
+  void Apply(float* w, float* slots, int64_t stride, const float* g, int64_t n, float lr_scale,
+             uint32_t* step) const override {
+    float* m = slots;
+    float* v = slots + stride;
+    const uint32_t t = ++*step;
+    const double c1 = 1.0 - std::pow(static_cast<double>(b1_), t);
+    const double c2 = 1.0 - std::pow(static_cast<double>(b2_), t);
+    // w -= lr * m_hat / (sqrt(v_hat) + eps), with m_hat = m / c1 and v_hat = v / c2.
+    const float step_size = static_cast<float>(lr_ * lr_scale / c1);
+    const float inv_sqrt_c2 = static_cast<float>(1.0 / std::sqrt(c2));
+    for (int64_t i = 0; i < n; ++i) {
+      m[i] = b1_ * m[i] + (1.0f - b1_) * g[i];
+      v[i] = b2_ * v[i] + (1.0f - b2_) * g[i] * g[i];
+      w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_c2 + eps_);
+    }
+  }
+
+ private:
+  const float lr_, b1_, b2_, eps_;
+};
+
+// FTRL-Proximal, per-coordinate learning rates (McMahan et al., "Ad Click Prediction", 2013).
+class Ftrl final : public Optimizer {
+ public:
+  Ftrl(float alpha, float beta, float l1, float l2) : alpha_(alpha), beta_(beta), l1_(l1), l2_(l2) {}
+  std::string name() const override { return "ftrl"; }
+  int num_slots() const override { return 2; }
+  void InitSlots(float* slots, int64_t n, int64_t stride) const override {
+    std::fill_n(slots, n, 0.0f);
+    std::fill_n(slots + stride, n, 0.0f);
+  }
+  void Apply(float* w, float* slots, int64_t stride, const float* g, int64_t n, float lr_scale,
+             uint32_t* step) const override {
+    float* z = slots;
+    float* nn = slots + stride;
+    const float alpha = alpha_ * lr_scale;
+    ++*step;
+    for (int64_t i = 0; i < n; ++i) {
+      const float n_new = nn[i] + g[i] * g[i];
+      const float sigma = (std::sqrt(n_new) - std::sqrt(nn[i])) / alpha;
+      z[i] += g[i] - sigma * w[i];
+      nn[i] = n_new;
+      if (std::fabs(z[i]) <= l1_) {
+        w[i] = 0.0f;
+      } else {
+        const float sign = z[i] < 0 ? -1.0f : 1.0f;
+        w[i] = -(z[i] - sign * l1_) / ((beta_ + std::sqrt(n_new)) / alpha + l2_);
+      }
+    }
+  }
+
+ private:
+  const float alpha_, beta_, l1_, l2_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const OptimizerSpec& spec) {
+  const std::string& type = spec.type().empty() ? std::string("sgd") : spec.type();
+  auto positive = [](float v) { return std::isfinite(v) && v > 0; };
+  if (type == "sgd" || type == "adagrad" || type == "adam") {
+    const float lr = spec.has_learning_rate() ? spec.learning_rate() : (type == "adam" ? 0.001f : 0.01f);
+    if (!positive(lr)) return Bad("learning_rate", lr, "must be a finite number > 0");
+    const float eps = spec.has_epsilon() ? spec.epsilon() : 1e-8f;
+    if (!(eps >= 0) || !std::isfinite(eps)) return Bad("epsilon", eps, "must be >= 0");
+    if (type == "sgd") {
+      const float mu = spec.momentum();
+      if (!(mu >= 0 && mu < 1)) return Bad("momentum", mu, "must be in [0, 1)");
+      return std::unique_ptr<Optimizer>(new Sgd(lr, mu));
+    }
+    if (type == "adagrad") {
+      const float init = spec.has_initial_accumulator() ? spec.initial_accumulator() : 0.1f;
+      if (!(init >= 0) || !std::isfinite(init)) return Bad("initial_accumulator", init, "must be >= 0");
+      if (init == 0 && eps == 0) return Bad("epsilon", eps, "must be > 0 when initial_accumulator is 0");
+      return std::unique_ptr<Optimizer>(new Adagrad(lr, init, eps));
+    }
+    const float b1 = spec.has_beta1() ? spec.beta1() : 0.9f;
+    const float b2 = spec.has_beta2() ? spec.beta2() : 0.999f;
+    if (!(b1 >= 0 && b1 < 1)) return Bad("beta1", b1, "must be in [0, 1)");
+    if (!(b2 >= 0 && b2 < 1)) return Bad("beta2", b2, "must be in [0, 1)");
+    return std::unique_ptr<Optimizer>(new Adam(lr, b1, b2, eps));
+  }
+  if (type == "ftrl") {
+    const float alpha = spec.has_alpha() ? spec.alpha() : 0.05f;
+    const float beta = spec.has_beta() ? spec.beta() : 1.0f;
+    if (!positive(alpha)) return Bad("alpha", alpha, "must be a finite number > 0");
+    if (!(beta >= 0) || !std::isfinite(beta)) return Bad("beta", beta, "must be >= 0");
+    if (!(spec.l1() >= 0) || !std::isfinite(spec.l1())) return Bad("l1", spec.l1(), "must be >= 0");
+    if (!(spec.l2() >= 0) || !std::isfinite(spec.l2())) return Bad("l2", spec.l2(), "must be >= 0");
+    return std::unique_ptr<Optimizer>(new Ftrl(alpha, beta, spec.l1(), spec.l2()));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("optimizer.type = '", type, "' is unknown (expected sgd, adagrad, adam or ftrl)"));
+}
+
+}  // namespace tessera::server

@@ -1,0 +1,185 @@
+#include "server/parameter_service.h"
+
+#include "common/logging.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/float_codec.h"
+#include "common/status.h"
+
+namespace tessera::server {
+
+using namespace tessera::v1;  // NOLINT: message types of this service
+
+namespace {
+// Times a data-path request for the store's rate and latency windows.
+class RequestTimer {
+ public:
+  RequestTimer(ShardStore* store, bool is_push) : store_(store), is_push_(is_push), start_(absl::Now()) {}
+  ~RequestTimer() { store_->RecordLatency(is_push_, absl::ToDoubleMicroseconds(absl::Now() - start_)); }
+
+ private:
+  ShardStore* store_;
+  bool is_push_;
+  absl::Time start_;
+};
+
+absl::Span<const uint64_t> Keys(const google::protobuf::RepeatedField<uint64_t>& keys) {
+  return absl::MakeConstSpan(keys.data(), keys.size());
+}
+
+absl::Status CheckGradientBytes(const std::string& bytes) {
+  if (bytes.size() % sizeof(float) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gradients hold ", bytes.size(), " bytes, not a whole number of float32 values"));
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
+PullArgs ToPullArgs(const PullRequest& req) {
+  PullArgs a;
+  a.table = req.table();
+  a.keys = Keys(req.keys());
+  a.offset = req.offset();
+  a.length = req.length();
+  a.shard_map_version = req.shard_map_version();
+  return a;
+}
+
+PushArgs ToPushArgs(const PushRequest& req) {
+  PushArgs a;
+  a.table = req.table();
+  a.keys = Keys(req.keys());
+  a.offset = req.offset();
+  a.gradients = FloatView(req.gradients());
+  a.worker_id = req.worker_id();
+  a.sequence = req.sequence();
+  a.shard_map_version = req.shard_map_version();
+  a.learning_rate_scale = req.learning_rate_scale();
+  return a;
+}
+
+ParameterServiceImpl::ParameterServiceImpl(ShardStore* store, CheckpointHooks hooks)
+    : store_(store), hooks_(std::move(hooks)) {}
+
+grpc::ServerUnaryReactor* ParameterServiceImpl::Finish(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  if (!status.ok()) {
+    store_->CountRejected();
+    if (auto v = status.GetPayload(kShardMapVersionPayload)) {
+      ctx->AddTrailingMetadata(kShardMapVersionPayload, std::string(*v));
+    }
+    SPDLOG_DEBUG("rejected {}: {}", ctx->peer(), status.ToString());
+  }
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ParameterServiceImpl::CreateTable(grpc::CallbackServerContext* ctx,
+                                                            const CreateTableRequest* req, CreateTableResponse* resp) {
+  auto created = store_->CreateTable(req->spec());
+  if (created.ok()) {
+    resp->set_created(*created);
+    if (*created) spdlog::info("created table '{}' ({})", req->spec().name(), req->spec().ShortDebugString());
+  }
+  return Finish(ctx, created.status());
+}
+
+grpc::ServerUnaryReactor* ParameterServiceImpl::DropTables(grpc::CallbackServerContext* ctx,
+                                                           const DropTablesRequest* req, DropTablesResponse* resp) {
+  for (auto& name : store_->DropTables(req->prefix())) {
+    spdlog::info("dropped table '{}'", name);
+    resp->add_dropped(std::move(name));
+  }
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ParameterServiceImpl::Pull(grpc::CallbackServerContext* ctx, const PullRequest* req,
+                                                     PullResponse* resp) {
+  RequestTimer timer(store_, false);
+  std::string* values = resp->mutable_values();
+  absl::Status s = store_->Pull(ToPullArgs(*req), [values](size_t n) {
+    values->resize(n * sizeof(float));
+    return reinterpret_cast<float*>(values->data());
+  });
+  return Finish(ctx, s);
+}
+
+grpc::ServerUnaryReactor* ParameterServiceImpl::Push(grpc::CallbackServerContext* ctx, const PushRequest* req,
+                                                     PushResponse* resp) {
+  RequestTimer timer(store_, true);
+  absl::Status s = CheckGradientBytes(req->gradients());
+  if (s.ok()) {
+    auto dup = store_->Push(ToPushArgs(*req));
+    if (dup.ok()) resp->set_duplicate(*dup);
+    s = dup.status();
+  }
+  return Finish(ctx, s);
+}
+
+grpc::ServerUnaryReactor* ParameterServiceImpl::PushPull(grpc::CallbackServerContext* ctx, const PushPullRequest* req,
+                                                         PushPullResponse* resp) {
+  RequestTimer timer(store_, true);
+  absl::Status s = CheckGradientBytes(req->push().gradients());
+  if (s.ok()) {
+    auto dup = store_->Push(ToPushArgs(req->push()));
+    if (dup.ok()) resp->set_duplicate(*dup);
+    s = dup.status();
+  }
+  if (s.ok()) {
+    PullArgs pull;
+    if (req->has_pull()) {
+      pull = ToPullArgs(req->pull());
+    } else {
+      pull.table = req->push().table();
+      pull.keys = Keys(req->push().keys());
+      pull.offset = req->push().offset();
+      pull.length = req->push().keys().empty() ? req->push().gradients().size() / sizeof(float) : 0;
+      pull.shard_map_version = req->push().shard_map_version();
+    }
+    std::string* values = resp->mutable_values();
+    s = store_->Pull(pull, [values](size_t n) {
+      values->resize(n * sizeof(float));
+      return reinterpret_cast<float*>(values->data());
+    });
+  }
+  return Finish(ctx, s);
+}
+
+grpc::ServerUnaryReactor* ParameterServiceImpl::UpdateShardMap(grpc::CallbackServerContext* ctx,
+                                                               const UpdateShardMapRequest* req,
+                                                               UpdateShardMapResponse* resp) {
+  const uint64_t before = store_->shard_map_version();
+  auto v = store_->UpdateShardMap(req->shard_map(), req->shard_id());
+  if (v.ok()) {
+    resp->set_version(*v);
+    if (*v != before) spdlog::info("shard {}: shard map version {} -> {}", req->shard_id(), before, *v);
+  }
+  return Finish(ctx, v.status());
+}
+
+grpc::ServerUnaryReactor* ParameterServiceImpl::ServerStatus(grpc::CallbackServerContext* ctx,
+                                                             const ServerStatusRequest*, ServerStatusResponse* resp) {
+  store_->FillStatus(resp);
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ParameterServiceImpl::SaveCheckpoint(grpc::CallbackServerContext* ctx,
+                                                               const SaveCheckpointRequest* req,
+                                                               SaveCheckpointResponse* resp) {
+  if (!hooks_.save) return Finish(ctx, absl::UnimplementedError("checkpoints are not enabled on this server"));
+  auto r = hooks_.save(*req);
+  if (r.ok()) *resp = std::move(r).value();
+  return Finish(ctx, r.status());
+}
+
+grpc::ServerUnaryReactor* ParameterServiceImpl::LoadCheckpoint(grpc::CallbackServerContext* ctx,
+                                                               const LoadCheckpointRequest* req,
+                                                               LoadCheckpointResponse* resp) {
+  if (!hooks_.load) return Finish(ctx, absl::UnimplementedError("checkpoints are not enabled on this server"));
+  auto r = hooks_.load(*req);
+  if (r.ok()) *resp = std::move(r).value();
+  return Finish(ctx, r.status());
+}
+
+}  // namespace tessera::server
