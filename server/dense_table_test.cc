@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <thread>
 
 namespace tessera::server {
@@ -84,6 +86,37 @@ TEST(DenseTableTest, CopyAndLoadRestoreWeightsSlotsAndSteps) {
   a.table->Pull(0, 20000, oa.data());
   b.table->Pull(0, 20000, ob.data());
   EXPECT_EQ(oa, ob);
+}
+
+}  // namespace
+}  // namespace tessera::server
+
+namespace tessera::server {
+namespace {
+
+TEST(InitializerTest, DenseSegmentsUseTheirOwnTypeAndScale) {
+  tessera::v1::InitializerSpec spec;
+  spec.set_type("constant");
+  spec.set_scale(9.0f);
+  auto* a = spec.add_segments();
+  a->set_end(100);
+  a->set_type("uniform");
+  a->set_scale(0.01f);
+  auto* b = spec.add_segments();
+  b->set_end(110);
+  b->set_type("zeros");
+  auto init = Initializer::Create(spec);
+  ASSERT_TRUE(init.ok()) << init.status();
+  std::vector<float> w(120);
+  init->FillDense(0, w.data(), w.size());
+  for (int i = 0; i < 100; ++i) EXPECT_LE(std::fabs(w[i]), 0.01f);
+  for (int i = 100; i < 110; ++i) EXPECT_EQ(w[i], 0.0f);
+  for (int i = 110; i < 120; ++i) EXPECT_EQ(w[i], 9.0f);
+  std::vector<float> tail(30);
+  init->FillDense(90, tail.data(), tail.size());
+  EXPECT_TRUE(std::equal(tail.begin(), tail.end(), w.begin() + 90)) << "a slice reads the same values";
+  b->set_end(50);
+  EXPECT_FALSE(Initializer::Create(spec).ok()) << "segment ends must increase";
 }
 
 }  // namespace

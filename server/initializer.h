@@ -5,6 +5,7 @@
 #define TESSERA_SERVER_INITIALIZER_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "tessera/v1/table.pb.h"
@@ -22,16 +23,22 @@ class Initializer {
   float Value(uint64_t key, uint32_t j) const;
   // Fills `n` weights of sparse row `key`.
   void FillRow(uint64_t key, float* w, uint32_t n) const;
-  // Fills dense elements [begin, begin + n).
+  // Fills dense elements [begin, begin + n), following the spec's segments.
   void FillDense(uint64_t begin, float* w, uint64_t n) const;
 
  private:
+  struct Segment {
+    uint64_t end;
+    Type type;
+    float scale;
+  };
   Initializer(Type type, float scale, uint64_t seed) : type_(type), scale_(scale), seed_(seed) {}
-  float FromBits(uint64_t bits) const;
+  static float FromBits(Type type, float scale, uint64_t bits);
 
   Type type_;
   float scale_;
   uint64_t seed_;
+  std::vector<Segment> segments_;  // ascending ends
 };
 
 }  // namespace tessera::server
