@@ -13,6 +13,7 @@
 #include <fstream>
 
 #include "absl/strings/match.h"
+#include "common/metrics.h"
 #include "absl/strings/str_cat.h"
 
 namespace tessera {
@@ -34,6 +35,11 @@ absl::StatusOr<RunningServer> StartRpcServer(const RpcServerOptions& options,
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   for (grpc::Service* s : services) builder.RegisterService(s);
+  if (options.metrics != nullptr) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+    interceptors.push_back(options.metrics->InterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  }
   running.server = builder.BuildAndStart();
   if (running.server == nullptr || running.port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address,

@@ -18,11 +18,15 @@ namespace tessera {
 // Largest message any Tessera peer sends or accepts by default; bigger ones get RESOURCE_EXHAUSTED.
 inline constexpr int kDefaultMaxMessageBytes = 256 << 20;
 
+class Metrics;
+
 struct RpcServerOptions {
   std::string host = "0.0.0.0";
   int port = 0;             // 0 picks a free port
   std::string unix_socket;  // optional second listener, "unix:" path without the prefix
   int max_message_bytes = kDefaultMaxMessageBytes;
+  // When set, every RPC is counted and timed into these metrics.
+  Metrics* metrics = nullptr;
 };
 
 struct RunningServer {

@@ -172,6 +172,7 @@ void ShardStore::PutTable(std::shared_ptr<Table> table) {
 }
 
 absl::StatusOr<std::shared_ptr<Table>> ShardStore::Lookup(absl::string_view name) const {
+  if (!serving_.load()) return absl::UnavailableError("this server is restoring its tables; retry shortly");
   if (name.empty()) return absl::InvalidArgumentError("request names no table");
   auto t = FindTable(name);
   if (t == nullptr) {

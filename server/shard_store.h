@@ -113,6 +113,11 @@ class ShardStore {
 
   const ShardStoreOptions& options() const { return options_; }
 
+  // Until SetServing(true), Pull and Push answer UNAVAILABLE (a restarting server restores its
+  // tables first); clients retry. Stores start serving.
+  void SetServing(bool serving) { serving_.store(serving); }
+  bool serving() const { return serving_.load(); }
+
  private:
   struct Placement {
     uint64_t version = 0;  // 0: no map, this server owns everything
@@ -134,6 +139,7 @@ class ShardStore {
   mutable absl::Mutex placement_mu_;
   Placement placement_ ABSL_GUARDED_BY(placement_mu_);
 
+  std::atomic<bool> serving_{true};
   std::atomic<uint64_t> pulls_{0}, pushes_{0}, duplicates_{0}, keys_pulled_{0}, keys_pushed_{0},
       rejected_{0};
   WindowStats pull_stats_, push_stats_;

@@ -1,0 +1,41 @@
+#include "common/job_json.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace tessera {
+
+absl::StatusOr<tessera::v1::JobSpec> ParseJobSpecJson(absl::string_view json, absl::string_view source) {
+  tessera::v1::JobSpec spec;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  auto status = google::protobuf::util::JsonStringToMessage(std::string(json), &spec, options);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not a valid job spec: ", status.message().ToString()));
+  }
+  return spec;
+}
+
+absl::StatusOr<tessera::v1::JobSpec> ReadJobSpecFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open job spec"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseJobSpecJson(ss.str(), path);
+}
+
+std::string ToJson(const google::protobuf::Message& message, bool pretty) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.add_whitespace = pretty;
+  options.always_print_primitive_fields = false;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  return out;
+}
+
+}  // namespace tessera
