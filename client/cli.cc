@@ -16,6 +16,14 @@ using namespace tessera::v1;  // NOLINT
 
 namespace {
 
+// Status queries answer at once or fail; changes retry a restarting coordinator for a while.
+CoordinatorClientOptions Quick(const CliOptions& o) {
+  return {.rpc_timeout = absl::Seconds(5), .retry_for = absl::ZeroDuration(), .security = o.security};
+}
+CoordinatorClientOptions Patient(const CliOptions& o) {
+  return {.rpc_timeout = absl::Seconds(10), .retry_for = absl::Seconds(30), .security = o.security};
+}
+
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "tessera: %s\n", std::string(s.message()).c_str());
   return 1;
@@ -166,7 +174,7 @@ std::string FormatJob(const JobStatus& j) {
 }
 
 int CmdStatus(const CliOptions& o) {
-  CoordinatorClient c(o.coordinator, {.rpc_timeout = absl::Seconds(5), .retry_for = absl::ZeroDuration()});
+  CoordinatorClient c(o.coordinator, Quick(o));
   auto st = c.ClusterStatus();
   if (!st.ok()) return Fail(st.status());
   std::fputs((o.json ? ToJson(*st) + "\n" : FormatClusterStatus(*st, o.coordinator)).c_str(), stdout);
@@ -200,7 +208,7 @@ int FollowJob(CoordinatorClient& c, uint64_t id) {
 int CmdSubmit(const CliOptions& o, const std::string& spec_path) {
   auto spec = ReadJobSpecFile(spec_path);
   if (!spec.ok()) return Fail(spec.status());
-  CoordinatorClient c(o.coordinator);
+  CoordinatorClient c(o.coordinator, Patient(o));
   auto r = c.SubmitJob(*spec);
   if (!r.ok()) return Fail(r.status());
   if (o.json) {
@@ -213,7 +221,7 @@ int CmdSubmit(const CliOptions& o, const std::string& spec_path) {
 }
 
 int CmdJobs(const CliOptions& o) {
-  CoordinatorClient c(o.coordinator, {.rpc_timeout = absl::Seconds(5), .retry_for = absl::ZeroDuration()});
+  CoordinatorClient c(o.coordinator, Quick(o));
   auto r = c.ListJobs();
   if (!r.ok()) return Fail(r.status());
   if (o.json) {
@@ -233,7 +241,7 @@ int CmdJobs(const CliOptions& o) {
 int CmdJob(const CliOptions& o, const std::string& id_text) {
   uint64_t id;
   if (!ParseJobId(id_text, &id)) return Fail(absl::InvalidArgumentError(absl::StrCat("'", id_text, "' is not a job id")));
-  CoordinatorClient c(o.coordinator, {.rpc_timeout = absl::Seconds(5), .retry_for = absl::ZeroDuration()});
+  CoordinatorClient c(o.coordinator, Quick(o));
   if (o.wait) return FollowJob(c, id);
   auto j = c.GetJob(id);
   if (!j.ok()) return Fail(j.status());
@@ -244,7 +252,7 @@ int CmdJob(const CliOptions& o, const std::string& id_text) {
 int CmdCancel(const CliOptions& o, const std::string& id_text) {
   uint64_t id;
   if (!ParseJobId(id_text, &id)) return Fail(absl::InvalidArgumentError(absl::StrCat("'", id_text, "' is not a job id")));
-  CoordinatorClient c(o.coordinator);
+  CoordinatorClient c(o.coordinator, Patient(o));
   auto j = c.CancelJob(id);
   if (!j.ok()) return Fail(j.status());
   std::printf("job %lu %s\n", static_cast<unsigned long>(id), JobState_Name(j->state()).c_str());
@@ -253,7 +261,7 @@ int CmdCancel(const CliOptions& o, const std::string& id_text) {
 
 int CmdCheckpoint(const CliOptions& o) {
   if (o.job_id == 0) return Fail(absl::InvalidArgumentError("checkpoint needs --job=ID"));
-  CoordinatorClient c(o.coordinator);
+  CoordinatorClient c(o.coordinator, Patient(o));
   auto info = c.Checkpoint(o.job_id);
   if (!info.ok()) return Fail(info.status());
   if (o.json) {
@@ -267,7 +275,7 @@ int CmdCheckpoint(const CliOptions& o) {
 
 int CmdRestore(const CliOptions& o) {
   if (o.job_id == 0) return Fail(absl::InvalidArgumentError("restore needs --job=ID"));
-  CoordinatorClient c(o.coordinator);
+  CoordinatorClient c(o.coordinator, Patient(o));
   auto info = c.Restore(o.job_id, o.checkpoint_id);
   if (!info.ok()) return Fail(info.status());
   std::printf("job %lu rolled back to checkpoint %lu (epoch %u, %d chunks done)\n",

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "common/security.h"
 #include "tessera/v1/coordinator.pb.h"
 
 namespace tessera::client {
@@ -17,6 +18,7 @@ struct CliOptions {
   bool wait = false;
   uint64_t checkpoint_id = 0;
   uint64_t job_id = 0;
+  std::shared_ptr<const Security> security;
 };
 
 int CmdStatus(const CliOptions& o);

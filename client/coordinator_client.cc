@@ -26,7 +26,9 @@ absl::Status DescribeCoordinatorError(const absl::Status& status, const std::str
 }
 
 CoordinatorClient::CoordinatorClient(std::string address, CoordinatorClientOptions options)
-    : address_(std::move(address)), options_(options), stub_(CoordinatorService::NewStub(CreateChannel(address_))) {}
+    : address_(std::move(address)),
+      options_(options),
+      stub_(CoordinatorService::NewStub(CreateChannel(address_, ChannelOptions{.security = options_.security}))) {}
 
 template <typename Req, typename Resp, typename Fn>
 absl::StatusOr<Resp> CoordinatorClient::Call(const char* what, const Req& req, Fn fn, absl::Duration extra) {

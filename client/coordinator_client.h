@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "client/shard_map_source.h"
+#include "common/security.h"
 #include "tessera/v1/coordinator.grpc.pb.h"
 
 namespace tessera::client {
@@ -18,6 +19,8 @@ struct CoordinatorClientOptions {
   absl::Duration rpc_timeout = absl::Seconds(10);
   // Keep retrying UNAVAILABLE / DEADLINE_EXCEEDED this long before giving up.
   absl::Duration retry_for = absl::Seconds(60);
+  // TLS and bearer token; plaintext when null.
+  std::shared_ptr<const Security> security;
 };
 
 class CoordinatorClient {

@@ -233,6 +233,7 @@ absl::StatusOr<std::shared_ptr<const Routing>> KvClient::BuildRouting(const tess
         ChannelOptions co;
         co.max_message_bytes = options_.max_message_bytes;
         co.connection_index = c;
+        co.security = options_.security;
         r->stubs[index].push_back(ParameterService::NewStub(CreateChannel(address, co)));
       }
     }

@@ -34,6 +34,7 @@
 
 namespace tessera {
 class DelayQueue;
+class Security;
 }
 
 namespace tessera::client {
@@ -75,6 +76,8 @@ struct KvClientOptions {
   int connections_per_server = 1;
   // Prefer this address over the map's for shard i (e.g. a Unix socket for a co-located server).
   absl::flat_hash_map<uint32_t, std::string> address_overrides;
+  // TLS and bearer token for every channel; plaintext when null.
+  std::shared_ptr<const Security> security;
 };
 
 struct PushOptions {

@@ -9,6 +9,7 @@
 #include "client/local_cluster.h"
 #include "common/flags.h"
 #include "common/rpc.h"
+#include "common/security_flags.h"
 
 ABSL_FLAG(std::string, coordinator, "", "Coordinator address (host:port); default: $TESSERA_COORDINATOR, else 127.0.0.1:7000.");
 ABSL_FLAG(bool, json, false, "status, jobs, job, submit, checkpoint: print protobuf JSON instead of tables.");
@@ -59,6 +60,12 @@ int main(int argc, char** argv) {
   o.wait = absl::GetFlag(FLAGS_wait);
   o.job_id = absl::GetFlag(FLAGS_job);
   o.checkpoint_id = absl::GetFlag(FLAGS_checkpoint);
+  auto security = tessera::Security::Load(tessera::SecurityOptionsFromFlags());
+  if (!security.ok()) {
+    std::fprintf(stderr, "tessera: %s\n", std::string(security.status().message()).c_str());
+    return 2;
+  }
+  o.security = *security;
 
   if (cmd == "demo") return tessera::client::RunDemo();
   if (cmd == "status") return tessera::client::CmdStatus(o);

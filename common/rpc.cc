@@ -14,6 +14,7 @@
 
 #include "absl/strings/match.h"
 #include "common/metrics.h"
+#include "common/security.h"
 #include "absl/strings/str_cat.h"
 
 namespace tessera {
@@ -25,10 +26,11 @@ absl::StatusOr<RunningServer> StartRpcServer(const RpcServerOptions& options,
   grpc::ServerBuilder builder;
   RunningServer running;
   const std::string address = JoinHostPort(options.host, options.port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &running.port);
+  const auto creds = options.security ? options.security->ServerCredentials() : grpc::InsecureServerCredentials();
+  builder.AddListeningPort(address, creds, &running.port);
   if (!options.unix_socket.empty()) {
     ::unlink(options.unix_socket.c_str());
-    builder.AddListeningPort("unix:" + options.unix_socket, grpc::InsecureServerCredentials());
+    builder.AddListeningPort("unix:" + options.unix_socket, creds);
   }
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
@@ -64,7 +66,12 @@ std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address, const C
     args.SetInt("tessera.connection_index", options.connection_index);
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   }
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  const auto creds = options.security ? options.security->ChannelCredentials() : grpc::InsecureChannelCredentials();
+  auto token = options.security ? options.security->TokenInterceptor() : nullptr;
+  if (token == nullptr) return grpc::CreateCustomChannel(address, creds, args);
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::move(token));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(address, creds, args, std::move(interceptors));
 }
 
 absl::Status WritePortFile(const std::string& path, int port) {

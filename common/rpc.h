@@ -19,6 +19,7 @@ namespace tessera {
 inline constexpr int kDefaultMaxMessageBytes = 256 << 20;
 
 class Metrics;
+class Security;
 
 struct RpcServerOptions {
   std::string host = "0.0.0.0";
@@ -27,6 +28,8 @@ struct RpcServerOptions {
   int max_message_bytes = kDefaultMaxMessageBytes;
   // When set, every RPC is counted and timed into these metrics.
   Metrics* metrics = nullptr;
+  // TLS (when configured); plaintext when null.
+  std::shared_ptr<const Security> security;
 };
 
 struct RunningServer {
@@ -43,6 +46,8 @@ struct ChannelOptions {
   int max_message_bytes = kDefaultMaxMessageBytes;
   // Distinct values give distinct TCP connections to the same address (for parallel streams).
   int connection_index = 0;
+  // TLS and bearer token (when configured); plaintext when null.
+  std::shared_ptr<const Security> security;
 };
 
 // A channel to `address` ("host:port" or "unix:/path"). Channels are thread-safe and meant to be reused.

@@ -34,7 +34,8 @@ absl::StatusOr<std::string> LoadOrCreateServerId(const std::string& data_dir) {
 CoordinatorLink::CoordinatorLink(CoordinatorLinkOptions options, ShardStore* store)
     : options_(std::move(options)),
       store_(store),
-      stub_(CoordinatorService::NewStub(CreateChannel(options_.coordinator))) {}
+      stub_(CoordinatorService::NewStub(
+          CreateChannel(options_.coordinator, ChannelOptions{.security = options_.security}))) {}
 
 CoordinatorLink::~CoordinatorLink() {
   stop_.Notify();

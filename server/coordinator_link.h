@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/security.h"
 #include "server/shard_store.h"
 #include "tessera/v1/coordinator.grpc.pb.h"
 
@@ -29,6 +30,7 @@ struct CoordinatorLinkOptions {
   std::string server_id;
   std::string checkpoint_root;    // default checkpoint directory (<data_dir>/checkpoints)
   uint64_t capacity_bytes = 0;
+  std::shared_ptr<const Security> security;
 };
 
 class CoordinatorLink {

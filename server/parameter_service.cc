@@ -59,8 +59,18 @@ PushArgs ToPushArgs(const PushRequest& req) {
   return a;
 }
 
-ParameterServiceImpl::ParameterServiceImpl(ShardStore* store, CheckpointHooks hooks)
-    : store_(store), hooks_(std::move(hooks)) {}
+ParameterServiceImpl::ParameterServiceImpl(ShardStore* store, CheckpointHooks hooks,
+                                           std::shared_ptr<const Security> security, Metrics* metrics)
+    : store_(store),
+      hooks_(std::move(hooks)),
+      security_(security ? std::move(security) : Security::Insecure()),
+      metrics_(metrics) {}
+
+// Every handler starts with this: a call without the right bearer token ends here.
+#define TESSERA_AUTHENTICATE(method)                                              \
+  if (absl::Status auth = security_->CheckToken(*ctx, method, metrics_); !auth.ok()) { \
+    return Finish(ctx, auth);                                                     \
+  }
 
 grpc::ServerUnaryReactor* ParameterServiceImpl::Finish(grpc::CallbackServerContext* ctx, const absl::Status& status) {
   if (!status.ok()) {
@@ -77,6 +87,7 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::Finish(grpc::CallbackServerConte
 
 grpc::ServerUnaryReactor* ParameterServiceImpl::CreateTable(grpc::CallbackServerContext* ctx,
                                                             const CreateTableRequest* req, CreateTableResponse* resp) {
+  TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/CreateTable");
   auto created = store_->CreateTable(req->spec());
   if (created.ok()) {
     resp->set_created(*created);
@@ -87,6 +98,7 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::CreateTable(grpc::CallbackServer
 
 grpc::ServerUnaryReactor* ParameterServiceImpl::DropTables(grpc::CallbackServerContext* ctx,
                                                            const DropTablesRequest* req, DropTablesResponse* resp) {
+  TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/DropTables");
   for (auto& name : store_->DropTables(req->prefix())) {
     spdlog::info("dropped table '{}'", name);
     resp->add_dropped(std::move(name));
@@ -96,6 +108,7 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::DropTables(grpc::CallbackServerC
 
 grpc::ServerUnaryReactor* ParameterServiceImpl::Pull(grpc::CallbackServerContext* ctx, const PullRequest* req,
                                                      PullResponse* resp) {
+  TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/Pull");
   RequestTimer timer(store_, false);
   std::string* values = resp->mutable_values();
   absl::Status s = store_->Pull(ToPullArgs(*req), [values](size_t n) {
@@ -107,6 +120,7 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::Pull(grpc::CallbackServerContext
 
 grpc::ServerUnaryReactor* ParameterServiceImpl::Push(grpc::CallbackServerContext* ctx, const PushRequest* req,
                                                      PushResponse* resp) {
+  TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/Push");
   RequestTimer timer(store_, true);
   absl::Status s = CheckGradientBytes(req->gradients());
   if (s.ok()) {
@@ -119,6 +133,7 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::Push(grpc::CallbackServerContext
 
 grpc::ServerUnaryReactor* ParameterServiceImpl::PushPull(grpc::CallbackServerContext* ctx, const PushPullRequest* req,
                                                          PushPullResponse* resp) {
+  TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/PushPull");
   RequestTimer timer(store_, true);
   absl::Status s = CheckGradientBytes(req->push().gradients());
   if (s.ok()) {
@@ -149,6 +164,7 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::PushPull(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* ParameterServiceImpl::UpdateShardMap(grpc::CallbackServerContext* ctx,
                                                                const UpdateShardMapRequest* req,
                                                                UpdateShardMapResponse* resp) {
+  TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/UpdateShardMap");
   const uint64_t before = store_->shard_map_version();
   auto v = store_->UpdateShardMap(req->shard_map(), req->shard_id());
   if (v.ok()) {
@@ -160,6 +176,7 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::UpdateShardMap(grpc::CallbackSer
 
 grpc::ServerUnaryReactor* ParameterServiceImpl::ServerStatus(grpc::CallbackServerContext* ctx,
                                                              const ServerStatusRequest*, ServerStatusResponse* resp) {
+  TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/ServerStatus");
   store_->FillStatus(resp);
   return Finish(ctx, absl::OkStatus());
 }
@@ -167,6 +184,7 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::ServerStatus(grpc::CallbackServe
 grpc::ServerUnaryReactor* ParameterServiceImpl::SaveCheckpoint(grpc::CallbackServerContext* ctx,
                                                                const SaveCheckpointRequest* req,
                                                                SaveCheckpointResponse* resp) {
+  TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/SaveCheckpoint");
   if (!hooks_.save) return Finish(ctx, absl::UnimplementedError("checkpoints are not enabled on this server"));
   auto r = hooks_.save(*req);
   if (r.ok()) *resp = std::move(r).value();
@@ -176,10 +194,13 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::SaveCheckpoint(grpc::CallbackSer
 grpc::ServerUnaryReactor* ParameterServiceImpl::LoadCheckpoint(grpc::CallbackServerContext* ctx,
                                                                const LoadCheckpointRequest* req,
                                                                LoadCheckpointResponse* resp) {
+  TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/LoadCheckpoint");
   if (!hooks_.load) return Finish(ctx, absl::UnimplementedError("checkpoints are not enabled on this server"));
   auto r = hooks_.load(*req);
   if (r.ok()) *resp = std::move(r).value();
   return Finish(ctx, r.status());
 }
+
+#undef TESSERA_AUTHENTICATE
 
 }  // namespace tessera::server

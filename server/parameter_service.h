@@ -7,6 +7,7 @@
 
 #include <functional>
 
+#include "common/security.h"
 #include "server/shard_store.h"
 #include "tessera/v1/parameter.grpc.pb.h"
 
@@ -20,8 +21,10 @@ struct CheckpointHooks {
 
 class ParameterServiceImpl final : public tessera::v1::ParameterService::CallbackService {
  public:
-  // `store` must outlive the service.
-  ParameterServiceImpl(ShardStore* store, CheckpointHooks hooks = {});
+  // `store` (and `metrics`, when given) must outlive the service. `security` (may be null) says
+  // which bearer token calls must carry.
+  ParameterServiceImpl(ShardStore* store, CheckpointHooks hooks = {}, std::shared_ptr<const Security> security = nullptr,
+                       Metrics* metrics = nullptr);
 
   grpc::ServerUnaryReactor* CreateTable(grpc::CallbackServerContext* ctx, const tessera::v1::CreateTableRequest* req,
                                         tessera::v1::CreateTableResponse* resp) override;
@@ -50,6 +53,8 @@ class ParameterServiceImpl final : public tessera::v1::ParameterService::Callbac
 
   ShardStore* const store_;
   const CheckpointHooks hooks_;
+  const std::shared_ptr<const Security> security_;
+  Metrics* const metrics_;
 };
 
 // Request -> store argument conversions, shared with tests.

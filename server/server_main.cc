@@ -10,6 +10,7 @@
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/rpc.h"
+#include "common/security_flags.h"
 #include "server/checkpoint/checkpoint.h"
 #include "server/coordinator_link.h"
 #include "server/parameter_service.h"
@@ -92,10 +93,16 @@ int main(int argc, char** argv) {
   const std::string coordinator = absl::GetFlag(FLAGS_coordinator);
   const std::string checkpoint_root = data_dir.empty() ? std::string() : data_dir + "/checkpoints";
 
+  auto security = tessera::Security::Load(tessera::SecurityOptionsFromFlags());
+  if (!security.ok()) {
+    std::fprintf(stderr, "tessera-server: %s\n", std::string(security.status().message()).c_str());
+    return 2;
+  }
   tessera::server::ShardStore store({.data_dir = data_dir});
   if (!coordinator.empty()) store.SetServing(false);  // until registered and restored
-  tessera::server::ParameterServiceImpl service(&store, tessera::server::MakeCheckpointHooks(&store, checkpoint_root));
   tessera::Metrics metrics("server");
+  tessera::server::ParameterServiceImpl service(&store, tessera::server::MakeCheckpointHooks(&store, checkpoint_root),
+                                                *security, &metrics);
   metrics.AddCollector([&store] { return CollectShard(&store); });
 
   tessera::RpcServerOptions rpc;
@@ -104,14 +111,15 @@ int main(int argc, char** argv) {
   rpc.unix_socket = absl::GetFlag(FLAGS_unix_socket);
   rpc.max_message_bytes = max_mb << 20;
   rpc.metrics = &metrics;
+  rpc.security = *security;
   auto running = tessera::StartRpcServer(rpc, {&service});
   if (!running.ok()) {
     spdlog::error("{}", running.status());
     return 1;
   }
   running->server->GetHealthCheckService()->SetServingStatus(store.serving());
-  spdlog::info("tessera-server listening on {}{}", tessera::JoinHostPort(rpc.host, running->port),
-               rpc.unix_socket.empty() ? "" : absl::StrCat(" and unix:", rpc.unix_socket));
+  spdlog::info("tessera-server listening on {}{} ({})", tessera::JoinHostPort(rpc.host, running->port),
+               rpc.unix_socket.empty() ? "" : absl::StrCat(" and unix:", rpc.unix_socket), (*security)->Describe());
 
   std::unique_ptr<prometheus::Exposer> exposer;
   if (const int mp = absl::GetFlag(FLAGS_metrics_port); mp >= 0) {
@@ -138,6 +146,7 @@ int main(int argc, char** argv) {
     lo.advertise_address = tessera::JoinHostPort(AdvertiseHost(rpc.host), running->port);
     lo.server_id = *id;
     lo.checkpoint_root = checkpoint_root;
+    lo.security = *security;
     link = std::make_unique<tessera::server::CoordinatorLink>(lo, &store);
     if (auto s = link->Start(absl::Minutes(5)); !s.ok()) {
       spdlog::error("{}", s);

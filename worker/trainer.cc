@@ -99,6 +99,7 @@ absl::Status Trainer::Run() {
   client::CoordinatorClientOptions co;
   co.rpc_timeout = options_.rpc_timeout;
   co.retry_for = options_.give_up_after;
+  co.security = options_.security;
   s.coord = std::make_unique<client::CoordinatorClient>(options_.coordinator, co);
   ASSIGN_OR_RETURN(s.reg, s.coord->RegisterWorker(options_.job_id, options_.name));
   const JobSpec& spec = s.reg.spec();
@@ -115,6 +116,7 @@ absl::Status Trainer::Run() {
   ko.worker_id = s.reg.worker_id();
   ko.rpc_timeout = options_.rpc_timeout;
   ko.total_timeout = std::min(options_.give_up_after, absl::Minutes(2));
+  ko.security = options_.security;
   ASSIGN_OR_RETURN(s.kv, client::KvClient::Create(s.coord->ShardMaps(), ko));
   spdlog::info("worker '{}' joined job {} as rank {} (id {:x}); model {}, table {}, {} consistency",
                options_.name, options_.job_id, s.reg.rank(), s.reg.worker_id(), spec.model().type(), s.table,

@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/security.h"
 #include "tessera/v1/coordinator.pb.h"
 #include "worker/data_cache.h"
 #include "worker/model/metrics.h"
@@ -37,8 +38,8 @@ struct TrainerOptions {
   absl::Duration batch_delay = absl::ZeroDuration();
   absl::Duration rpc_timeout = absl::Seconds(10);
   absl::Duration give_up_after = absl::Minutes(5);
-  // Write a line per progress report to stderr.
-  bool verbose = false;
+  // TLS and bearer token for every RPC; plaintext when null.
+  std::shared_ptr<const Security> security;
 };
 
 struct TrainerStats {

@@ -9,6 +9,7 @@
 #include "common/flags.h"
 #include "common/logging.h"
 #include "common/rpc.h"
+#include "common/security_flags.h"
 #include "worker/model/blas.h"
 #include "worker/trainer.h"
 
@@ -55,6 +56,12 @@ int main(int argc, char** argv) {
     o.name = absl::StrCat(host, "-", getpid());
   }
   o.threads = absl::GetFlag(FLAGS_threads);
+  auto security = tessera::Security::Load(tessera::SecurityOptionsFromFlags());
+  if (!security.ok()) {
+    std::fprintf(stderr, "tessera-worker: %s\n", std::string(security.status().message()).c_str());
+    return 2;
+  }
+  o.security = *security;
   if (const std::string w = tessera::worker::BlasCoreWarning(); !w.empty()) spdlog::warn("{}", w);
   spdlog::info("OpenBLAS kernels: {}", tessera::worker::BlasCoreName());
   o.give_up_after = absl::GetFlag(FLAGS_give_up_after);

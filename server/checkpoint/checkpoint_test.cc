@@ -284,7 +284,7 @@ TEST_F(CheckpointTest, SavingTheSameIdAgainReplacesTheCheckpoint) {
   EXPECT_EQ(b.FindTable("p/old"), nullptr);
 }
 
-// Builds a store with a small sparse table (10 blocks) and a dense table (17 blocks), saves it as
+// Builds a store with a small sparse table (10 blocks) and a dense table (33 blocks), saves it as
 // checkpoint 1 of "c/" with 4 KiB blocks, then pushes more so the store no longer equals the checkpoint.
 class CorruptionTest : public CheckpointTest {
  protected:
@@ -408,6 +408,50 @@ TEST_F(CorruptionTest, MessagesNameTheFileAndTheProblem) {
 
   ASSERT_TRUE(RemoveFile(path).ok());
   ExpectLoadFails(absl::StatusCode::kDataLoss, path + ": missing (listed in MANIFEST)");
+  ASSERT_TRUE(Overwrite(path, original).ok());
+  ASSERT_TRUE(LoadCheckpoint(store_, root_, "c/", 1).ok());
+}
+
+// Headers that pass their CRC but describe nonsense (a buggy or hostile writer) are refused
+// without allocating what they claim.
+TEST_F(CorruptionTest, CraftedHeadersWithValidCrcsAreDataLoss) {
+  const std::string path = TablePath("c/", 1, "c/emb");
+  const std::string original = *ReadFile(path);
+  const size_t spec_len = ReadU32(original, 68), filter_len = ReadU32(original, 72);
+  const size_t header = 80 + spec_len + filter_len + 4;
+  auto with = [&](size_t at, const void* value, size_t n) {
+    std::string f = original;
+    std::memcpy(f.data() + at, value, n);
+    const uint32_t crc = Crc32c(f.data(), header - 4);
+    std::memcpy(f.data() + header - 4, &crc, 4);
+    return f;
+  };
+  const uint64_t huge = uint64_t{1} << 60, zero = 0, one_more = 600 + 1;
+  const uint32_t kind = 3, no_blocks = 0, spec_plus = static_cast<uint32_t>(spec_len + 1),
+                 filter_minus = static_cast<uint32_t>(filter_len - 1);
+  const struct {
+    std::string file;
+    std::string needle;
+  } cases[] = {
+      {with(32, &huge, 8), "implausible header"},
+      {with(24, &zero, 8), "inconsistent header"},
+      {with(64, &no_blocks, 4), "inconsistent header"},
+      {with(32, &one_more, 8), "truncated: expected 1600 bytes of block 9"},
+      {with(12, &kind, 4), "unknown table kind 3"},
+      {with(80 + spec_len, &huge, 8), "exactly-once state of"},
+      {with(72, &filter_minus, 4), "header CRC mismatch"},
+      {with(68, &spec_plus, 4).replace(72, 4, std::string(reinterpret_cast<const char*>(&filter_minus), 4)), ""},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.needle);
+    std::string f = c.file;
+    if (c.needle.empty()) {  // re-seal the last case, whose two length fields both changed
+      const uint32_t crc = Crc32c(f.data(), header - 4);
+      std::memcpy(f.data() + header - 4, &crc, 4);
+    }
+    ASSERT_TRUE(Overwrite(path, f).ok());
+    ExpectLoadFails(absl::StatusCode::kDataLoss, c.needle);
+  }
   ASSERT_TRUE(Overwrite(path, original).ok());
   ASSERT_TRUE(LoadCheckpoint(store_, root_, "c/", 1).ok());
 }
@@ -542,7 +586,7 @@ TEST_F(CheckpointTest, SaveUnderConcurrentPushesIsConsistent) {
   ASSERT_TRUE(PushSparse(a, "c/big", Range(0, 20000), big_grads).ok());
 
   constexpr int kWorkers = 3;
-  std::atomic<bool> stop{false};
+  std::atomic<bool> stop{false}, failed{false};
   std::atomic<uint64_t> pushed[kWorkers] = {};
   std::vector<std::thread> threads;
   for (int t = 0; t < kWorkers; ++t) {
@@ -551,6 +595,7 @@ TEST_F(CheckpointTest, SaveUnderConcurrentPushesIsConsistent) {
         auto r = PushSparse(a, "c/emb", {static_cast<uint64_t>(t)}, {1.0f}, 100 + t, seq);
         if (!r.ok() || *r) {
           ADD_FAILURE() << "push " << seq << " of worker " << t << ": " << r.status();
+          failed = true;
           return;
         }
         pushed[t].store(seq);
@@ -558,12 +603,20 @@ TEST_F(CheckpointTest, SaveUnderConcurrentPushesIsConsistent) {
     });
   }
   constexpr int kSaves = 8;
+  // Every worker makes progress before each save.
+  auto advance = [&](uint64_t (&mark)[kWorkers]) {
+    for (int t = 0; t < kWorkers; ++t) {
+      while (pushed[t].load() < mark[t] + 1000 && !failed.load()) std::this_thread::yield();
+      mark[t] = pushed[t].load();
+    }
+  };
+  uint64_t mark[kWorkers] = {};
   for (int id = 1; id <= kSaves; ++id) {
-    const uint64_t before = pushed[0].load();
+    advance(mark);
     auto saved = SaveCheckpoint(a, root_, "c/", id);
     ASSERT_TRUE(saved.ok()) << saved.status();
-    while (pushed[0].load() < before + 1000) std::this_thread::yield();
   }
+  advance(mark);
   stop = true;
   for (auto& th : threads) th.join();
 

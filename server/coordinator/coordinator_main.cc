@@ -10,6 +10,7 @@
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/rpc.h"
+#include "common/security_flags.h"
 #include "server/coordinator/coordinator.h"
 #include "server/coordinator/coordinator_service.h"
 
@@ -91,19 +92,26 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "tessera-coordinator: --heartbeat_timeout must exceed --heartbeat_interval, and --lease_timeout must be > 0\n");
     return 2;
   }
-  auto coordinator = tessera::coordinator::Coordinator::Open(options, tessera::coordinator::NewGrpcServerFleet());
+  auto security = tessera::Security::Load(tessera::SecurityOptionsFromFlags());
+  if (!security.ok()) {
+    std::fprintf(stderr, "tessera-coordinator: %s\n", std::string(security.status().message()).c_str());
+    return 2;
+  }
+  auto coordinator =
+      tessera::coordinator::Coordinator::Open(options, tessera::coordinator::NewGrpcServerFleet(absl::Seconds(30), *security));
   if (!coordinator.ok()) {
     spdlog::error("cannot start: {}", coordinator.status());
     return 1;
   }
-  tessera::coordinator::CoordinatorServiceImpl service(coordinator->get());
   tessera::Metrics metrics("coordinator");
+  tessera::coordinator::CoordinatorServiceImpl service(coordinator->get(), *security, &metrics);
   metrics.AddCollector([c = coordinator->get()] { return CollectCluster(c); });
 
   tessera::RpcServerOptions rpc;
   rpc.host = absl::GetFlag(FLAGS_host);
   rpc.port = absl::GetFlag(FLAGS_port);
   rpc.metrics = &metrics;
+  rpc.security = *security;
   auto running = tessera::StartRpcServer(rpc, {&service});
   if (!running.ok()) {
     spdlog::error("{}", running.status());
@@ -121,7 +129,8 @@ int main(int argc, char** argv) {
     spdlog::info("metrics on http://{}/metrics", tessera::JoinHostPort(rpc.host, bound));
     if (const std::string f = absl::GetFlag(FLAGS_metrics_port_file); !f.empty()) (void)tessera::WritePortFile(f, bound);
   }
-  spdlog::info("tessera-coordinator listening on {}", tessera::JoinHostPort(rpc.host, running->port));
+  spdlog::info("tessera-coordinator listening on {} ({})", tessera::JoinHostPort(rpc.host, running->port),
+               (*security)->Describe());
   if (const std::string pf = absl::GetFlag(FLAGS_port_file); !pf.empty()) {
     if (auto s = tessera::WritePortFile(pf, running->port); !s.ok()) {
       spdlog::error("{}", s);

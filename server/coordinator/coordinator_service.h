@@ -5,6 +5,7 @@
 #ifndef TESSERA_SERVER_COORDINATOR_COORDINATOR_SERVICE_H_
 #define TESSERA_SERVER_COORDINATOR_COORDINATOR_SERVICE_H_
 
+#include "common/security.h"
 #include "common/thread_pool.h"
 #include "server/coordinator/coordinator.h"
 #include "tessera/v1/coordinator.grpc.pb.h"
@@ -13,8 +14,9 @@ namespace tessera::coordinator {
 
 class CoordinatorServiceImpl final : public tessera::v1::CoordinatorService::CallbackService {
  public:
-  // `coordinator` must outlive the service.
-  explicit CoordinatorServiceImpl(Coordinator* coordinator);
+  // `coordinator` (and `metrics`, when given) must outlive the service.
+  explicit CoordinatorServiceImpl(Coordinator* coordinator, std::shared_ptr<const Security> security = nullptr,
+                                  Metrics* metrics = nullptr);
 
   using Ctx = grpc::CallbackServerContext;
   grpc::ServerUnaryReactor* RegisterServer(Ctx*, const tessera::v1::RegisterServerRequest*,
@@ -45,6 +47,8 @@ class CoordinatorServiceImpl final : public tessera::v1::CoordinatorService::Cal
 
  private:
   Coordinator* const coordinator_;
+  const std::shared_ptr<const Security> security_;
+  Metrics* const metrics_;
   ThreadPool blocking_{4};
 };
 

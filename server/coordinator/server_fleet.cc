@@ -16,7 +16,8 @@ using tessera::v1::ParameterService;
 
 class GrpcServerFleet final : public ServerFleet {
  public:
-  explicit GrpcServerFleet(absl::Duration timeout) : timeout_(timeout) {}
+  GrpcServerFleet(absl::Duration timeout, std::shared_ptr<const Security> security)
+      : timeout_(timeout), security_(std::move(security)) {}
 
   absl::Status CreateTable(const std::string& address, const tessera::v1::TableSpec& spec) override {
     tessera::v1::CreateTableRequest req;
@@ -61,7 +62,7 @@ class GrpcServerFleet final : public ServerFleet {
     {
       absl::MutexLock lock(&mu_);
       auto& s = stubs_[address];
-      if (s == nullptr) s = ParameterService::NewStub(CreateChannel(address));
+      if (s == nullptr) s = ParameterService::NewStub(CreateChannel(address, ChannelOptions{.security = security_}));
       stub = s.get();
     }
     grpc::ClientContext ctx;
@@ -70,14 +71,15 @@ class GrpcServerFleet final : public ServerFleet {
   }
 
   const absl::Duration timeout_;
+  const std::shared_ptr<const Security> security_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<ParameterService::Stub>> stubs_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
 
-std::unique_ptr<ServerFleet> NewGrpcServerFleet(absl::Duration rpc_timeout) {
-  return std::make_unique<GrpcServerFleet>(rpc_timeout);
+std::unique_ptr<ServerFleet> NewGrpcServerFleet(absl::Duration rpc_timeout, std::shared_ptr<const Security> security) {
+  return std::make_unique<GrpcServerFleet>(rpc_timeout, std::move(security));
 }
 
 }  // namespace tessera::coordinator

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/security.h"
 #include "tessera/v1/parameter.pb.h"
 #include "tessera/v1/table.pb.h"
 
@@ -30,7 +31,8 @@ class ServerFleet {
 };
 
 // The gRPC fleet; channels are created per address on first use and reused.
-std::unique_ptr<ServerFleet> NewGrpcServerFleet(absl::Duration rpc_timeout = absl::Seconds(30));
+std::unique_ptr<ServerFleet> NewGrpcServerFleet(absl::Duration rpc_timeout = absl::Seconds(30),
+                                               std::shared_ptr<const Security> security = nullptr);
 
 }  // namespace tessera::coordinator
 
