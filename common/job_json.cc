@@ -15,7 +15,12 @@ absl::StatusOr<tessera::v1::JobSpec> ParseJobSpecJson(absl::string_view json, ab
   options.ignore_unknown_fields = false;
   auto status = google::protobuf::util::JsonStringToMessage(std::string(json), &spec, options);
   if (!status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": not a valid job spec: ", status.message().ToString()));
+    // protobuf quotes the input around the error across several lines; keep it to one.
+    std::string why = status.message().ToString();
+    for (char& c : why) {
+      if (c == '\n' || c == '\r') c = ' ';
+    }
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not a valid job spec: ", why));
   }
   return spec;
 }
