@@ -8,6 +8,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "client/coordinator_client.h"
+#include "common/data/idx.h"
+#include "common/data/write.h"
 #include "common/job_json.h"
 
 namespace tessera::client {
@@ -281,6 +283,16 @@ int CmdRestore(const CliOptions& o) {
   std::printf("job %lu rolled back to checkpoint %lu (epoch %u, %d chunks done)\n",
               static_cast<unsigned long>(o.job_id), static_cast<unsigned long>(info->checkpoint_id()),
               info->epoch() + 1, info->chunks_done_size());
+  return 0;
+}
+
+int CmdConvert(const std::vector<std::string>& args, int positive_class, uint64_t limit) {
+  if (args.size() != 4) return Fail(absl::InvalidArgumentError("usage: tessera convert IMAGES LABELS OUT.libsvm"));
+  auto data = data::ReadIdx(args[1], args[2], 0, limit == 0 ? UINT64_MAX : limit);
+  if (!data.ok()) return Fail(data.status());
+  if (auto s = data::WriteLibsvm(*data, args[3], positive_class); !s.ok()) return Fail(s);
+  std::printf("wrote %zu examples (%lu features%s) to %s\n", data->size(), static_cast<unsigned long>(data->num_features),
+              positive_class >= 0 ? absl::StrCat(", label 1 = class ", positive_class).c_str() : "", args[3].c_str());
   return 0;
 }
 

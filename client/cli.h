@@ -28,6 +28,8 @@ int CmdJob(const CliOptions& o, const std::string& id);
 int CmdCancel(const CliOptions& o, const std::string& id);
 int CmdCheckpoint(const CliOptions& o);
 int CmdRestore(const CliOptions& o);
+// tessera convert IMAGES LABELS OUT: IDX images (e.g. Fashion-MNIST) to a sparse libsvm file.
+int CmdConvert(const std::vector<std::string>& args, int positive_class, uint64_t limit);
 
 // Human-readable renderings, shared with `tessera local`.
 std::string FormatClusterStatus(const tessera::v1::ClusterStatusResponse& st, const std::string& coordinator);

@@ -169,6 +169,11 @@ void WriteReport(const std::string& path, const JobStatus& j, double wall, const
     field("test_logloss", absl::StrFormat("%.6f", e.logloss()));
     if (e.has_auc()) field("test_auc", absl::StrFormat("%.6f", e.auc()));
   }
+  std::string losses = "[";
+  for (int i = 0; i < j.epoch_summaries_size(); ++i) {
+    absl::StrAppendFormat(&losses, "%s%.6f", i ? ", " : "", j.epoch_summaries(i).mean_loss());
+  }
+  field("train_loss_per_epoch", losses + "]");
   std::string evals = "[";
   for (int i = 0; i < j.evaluations_size(); ++i) {
     const auto& e = j.evaluations(i);

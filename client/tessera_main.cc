@@ -22,6 +22,8 @@ ABSL_FLAG(std::string, report, "", "local: write a JSON report of the run to thi
 ABSL_FLAG(std::string, work_dir, "", "local: directory for logs, state and checkpoints (default: a temporary one, removed after a successful run).");
 ABSL_FLAG(int, worker_threads, 1, "local: compute threads per worker.");
 ABSL_FLAG(std::string, child_log_level, "warn", "local: log level of the child processes.");
+ABSL_FLAG(int, positive_class, -1, "convert: write a binary task, label 1 for this class and 0 for the others.");
+ABSL_FLAG(uint64_t, limit, 0, "convert: write only the first N examples (0 = all).");
 
 namespace {
 constexpr char kUsage[] =
@@ -37,6 +39,8 @@ constexpr char kUsage[] =
     "  cancel ID        cancel a job\n"
     "  checkpoint --job=ID           checkpoint a job's tables on every server\n"
     "  restore --job=ID [--checkpoint=N]  roll a job back to a complete checkpoint\n"
+    "  convert IMAGES LABELS OUT.libsvm [--positive_class=K] [--limit=N]\n"
+    "                   turn IDX images (Fashion-MNIST) into a sparse libsvm file\n"
     "  demo             start a server on loopback, push and pull, print what happened\n\n"
     "The coordinator address comes from --coordinator or $TESSERA_COORDINATOR.\n";
 
@@ -68,6 +72,9 @@ int main(int argc, char** argv) {
   o.security = *security;
 
   if (cmd == "demo") return tessera::client::RunDemo();
+  if (cmd == "convert") {
+    return tessera::client::CmdConvert(args, absl::GetFlag(FLAGS_positive_class), absl::GetFlag(FLAGS_limit));
+  }
   if (cmd == "status") return tessera::client::CmdStatus(o);
   if (cmd == "jobs") return tessera::client::CmdJobs(o);
   if (cmd == "checkpoint") return tessera::client::CmdCheckpoint(o);

@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -30,7 +31,20 @@ absl::StatusOr<tessera::v1::JobSpec> ReadJobSpecFile(const std::string& path) {
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open job spec"));
   std::stringstream ss;
   ss << in.rdbuf();
-  return ParseJobSpecJson(ss.str(), path);
+  auto spec = ParseJobSpecJson(ss.str(), path);
+  if (!spec.ok()) return spec;
+  std::error_code ec;
+  const std::filesystem::path base = std::filesystem::absolute(std::filesystem::path(path), ec).parent_path();
+  auto resolve = [&](std::string* p) {
+    if (!p->empty() && (*p)[0] != '/') *p = (base / *p).lexically_normal().string();
+  };
+  auto* d = spec->mutable_data();
+  resolve(d->mutable_train());
+  resolve(d->mutable_test());
+  resolve(d->mutable_train_labels());
+  resolve(d->mutable_test_labels());
+  resolve(spec->mutable_checkpoint()->mutable_dir());
+  return spec;
 }
 
 std::string ToJson(const google::protobuf::Message& message, bool pretty) {

@@ -68,7 +68,7 @@ absl::Status CoordinatorLink::InstallTables(const RegisterServerResponse& resp) 
   for (const auto& a : resp.tables()) by_prefix[a.prefix()].push_back(&a);
   for (const auto& [prefix, tables] : by_prefix) {
     const TableAssignment& first = *tables.front();
-    const std::string root = first.checkpoint_dir().empty() ? options_.checkpoint_root : first.checkpoint_dir();
+    const std::string root = CheckpointRoot(first.checkpoint_dir(), options_.checkpoint_root, resp.shard_id());
     bool loaded = false;
     if (first.checkpoint_id() > 0) {
       auto r = LoadCheckpoint(*store_, root, prefix, first.checkpoint_id());

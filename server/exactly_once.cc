@@ -59,7 +59,7 @@ bool ExactlyOnceFilter::Deserialize(absl::string_view data) {
   uint64_t n;
   std::memcpy(&n, data.data(), 8);
   const size_t record = 16 + kWindow / 8;
-  if (data.size() != 8 + n * record) return false;
+  if (n > (data.size() - 8) / record || data.size() != 8 + n * record) return false;  // no overflow
   absl::flat_hash_map<uint64_t, Window> windows;
   const char* p = data.data() + 8;
   for (uint64_t r = 0; r < n; ++r, p += record) {

@@ -186,9 +186,19 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::SaveCheckpoint(grpc::CallbackSer
                                                                SaveCheckpointResponse* resp) {
   TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/SaveCheckpoint");
   if (!hooks_.save) return Finish(ctx, absl::UnimplementedError("checkpoints are not enabled on this server"));
-  auto r = hooks_.save(*req);
-  if (r.ok()) *resp = std::move(r).value();
-  return Finish(ctx, r.status());
+  auto* reactor = ctx->DefaultReactor();
+  checkpoint_pool_.Schedule([this, reactor, req, resp] {
+    auto r = hooks_.save(*req);
+    if (r.ok()) {
+      *resp = std::move(r).value();
+      spdlog::info("saved checkpoint {} of '{}': {} rows, {} bytes", req->checkpoint_id(), req->prefix(), resp->rows(),
+                   resp->bytes());
+    } else {
+      spdlog::error("checkpoint {} of '{}' failed: {}", req->checkpoint_id(), req->prefix(), r.status());
+    }
+    reactor->Finish(ToGrpcStatus(r.status()));
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ParameterServiceImpl::LoadCheckpoint(grpc::CallbackServerContext* ctx,
@@ -196,9 +206,18 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::LoadCheckpoint(grpc::CallbackSer
                                                                LoadCheckpointResponse* resp) {
   TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/LoadCheckpoint");
   if (!hooks_.load) return Finish(ctx, absl::UnimplementedError("checkpoints are not enabled on this server"));
-  auto r = hooks_.load(*req);
-  if (r.ok()) *resp = std::move(r).value();
-  return Finish(ctx, r.status());
+  auto* reactor = ctx->DefaultReactor();
+  checkpoint_pool_.Schedule([this, reactor, req, resp] {
+    auto r = hooks_.load(*req);
+    if (r.ok()) {
+      *resp = std::move(r).value();
+      spdlog::info("loaded checkpoint {} of '{}': {} rows", req->checkpoint_id(), req->prefix(), resp->rows());
+    } else {
+      spdlog::error("loading checkpoint {} of '{}' failed: {}", req->checkpoint_id(), req->prefix(), r.status());
+    }
+    reactor->Finish(ToGrpcStatus(r.status()));
+  });
+  return reactor;
 }
 
 #undef TESSERA_AUTHENTICATE

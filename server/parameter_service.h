@@ -8,6 +8,7 @@
 #include <functional>
 
 #include "common/security.h"
+#include "common/thread_pool.h"
 #include "server/shard_store.h"
 #include "tessera/v1/parameter.grpc.pb.h"
 
@@ -53,6 +54,8 @@ class ParameterServiceImpl final : public tessera::v1::ParameterService::Callbac
 
   ShardStore* const store_;
   const CheckpointHooks hooks_;
+  // Checkpoint saves and loads take seconds: they run here, not on gRPC's callback threads.
+  ThreadPool checkpoint_pool_{1};
   const std::shared_ptr<const Security> security_;
   Metrics* const metrics_;
 };

@@ -84,6 +84,7 @@ ShardStore::Placement ShardStore::placement() const {
 }
 
 uint64_t ShardStore::shard_map_version() const { return placement().version; }
+uint32_t ShardStore::shard_id() const { return placement().shard_id; }
 
 absl::StatusOr<std::shared_ptr<Table>> ShardStore::NewTable(const TableSpec& spec) const {
   RETURN_IF_ERROR(ValidateSpec(spec));

@@ -95,6 +95,7 @@ class ShardStore {
   // INVALID_ARGUMENT if `shard_id` is not in the map.
   absl::StatusOr<uint64_t> UpdateShardMap(const tessera::v1::ShardMap& map, uint32_t shard_id);
   uint64_t shard_map_version() const;
+  uint32_t shard_id() const;
 
   // Fills counters, tables and rates.
   void FillStatus(tessera::v1::ServerStatusResponse* status) const;

@@ -139,19 +139,19 @@ struct Manifest {
 };
 
 std::string SerializeManifest(const std::string& prefix, const Manifest& m) {
-  std::string body = absl::StrCat(kManifestMagic, " ", kFormatVersion, "\n", "prefix ", EscapeFileName(prefix),
-                                  "\n", "checkpoint_id ", m.checkpoint_id, "\n", "tables ", m.tables.size(), "\n");
+  std::string body = absl::StrCat(kManifestMagic, " ", kFormatVersion, "\n", "prefix ", EscapeFileName(prefix), "\n",
+                                  "checkpoint_id ", m.checkpoint_id, "\n", "tables ", m.tables.size(), "\n");
   for (const ManifestEntry& e : m.tables) {
-    absl::StrAppend(&body, "table ", e.name, " ", e.file, " ", e.bytes, " ", absl::Hex(e.digest, absl::kZeroPad8),
-                    " ", e.dense ? "dense" : "sparse", " ", e.rows, " ", e.applied_pushes, "\n");
+    absl::StrAppend(&body, "table ", e.name, " ", e.file, " ", e.bytes, " ", absl::Hex(e.digest, absl::kZeroPad8), " ",
+                    e.dense ? "dense" : "sparse", " ", e.rows, " ", e.applied_pushes, "\n");
   }
   const uint32_t crc = Crc32c(body.data(), body.size());
   absl::StrAppend(&body, "crc32c ", absl::Hex(crc, absl::kZeroPad8), "\n");
   return body;
 }
 
-absl::StatusOr<Manifest> ParseManifest(absl::string_view content, const std::string& path,
-                                       const std::string& prefix, uint64_t checkpoint_id) {
+absl::StatusOr<Manifest> ParseManifest(absl::string_view content, const std::string& path, const std::string& prefix,
+                                       uint64_t checkpoint_id) {
   if (content.empty()) return DataLoss(path, "empty file");
   if (content.back() != '\n') return DataLoss(path, "truncated: the last line has no newline");
   const size_t nl = content.size() >= 2 ? content.rfind('\n', content.size() - 2) : absl::string_view::npos;
@@ -189,8 +189,7 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view content, const std::str
   }
   ASSIGN_OR_RETURN(const absl::string_view escaped_prefix, field(1, "prefix"));
   if (escaped_prefix != EscapeFileName(prefix)) {
-    return DataLoss(path, absl::StrCat("belongs to prefix '", escaped_prefix, "', not '", EscapeFileName(prefix),
-                                       "'"));
+    return DataLoss(path, absl::StrCat("belongs to prefix '", escaped_prefix, "', not '", EscapeFileName(prefix), "'"));
   }
   Manifest m;
   ASSIGN_OR_RETURN(m.checkpoint_id, number(2, "checkpoint_id"));
@@ -393,7 +392,8 @@ absl::StatusOr<std::shared_ptr<Table>> ReadTableFile(const ShardStore* store, co
   // Fixed header.
   RETURN_IF_ERROR(in.Read(kFixedHeaderBytes, &buf));
   if (buf.size() < 8 || std::memcmp(buf.data(), kTableMagic, 8) != 0) {
-    if (buf.size() < 8) return DataLoss(path, absl::StrCat("truncated: expected 80 bytes of header, found ", buf.size()));
+    if (buf.size() < 8)
+      return DataLoss(path, absl::StrCat("truncated: expected 80 bytes of header, found ", buf.size()));
     return DataLoss(path, "not a Tessera table file (bad magic)");
   }
   if (buf.size() < kFixedHeaderBytes) {
@@ -442,9 +442,9 @@ absl::StatusOr<std::shared_ptr<Table>> ReadTableFile(const ShardStore* store, co
   if (kind != kKindSparse && kind != kKindDense) return DataLoss(path, absl::StrCat("unknown table kind ", kind));
   const bool dense = kind == kKindDense;
   if (spec.name() != entry.name || dense != entry.dense) {
-    return DataLoss(path, absl::StrCat("holds ", dense ? "dense" : "sparse", " table '", spec.name(),
-                                       "' but MANIFEST lists ", entry.dense ? "dense" : "sparse", " table '",
-                                       entry.name, "'"));
+    return DataLoss(path,
+                    absl::StrCat("holds ", dense ? "dense" : "sparse", " table '", spec.name(), "' but MANIFEST lists ",
+                                 entry.dense ? "dense" : "sparse", " table '", entry.name, "'"));
   }
   if (file_id != checkpoint_id) {
     return DataLoss(path, absl::StrCat("belongs to checkpoint ", file_id, ", not ", checkpoint_id));
@@ -454,8 +454,7 @@ absl::StatusOr<std::shared_ptr<Table>> ReadTableFile(const ShardStore* store, co
       (dense && (range.end < range.begin ||
                  record_count != (range.size() + DenseTable::kBlockElements - 1) / DenseTable::kBlockElements))) {
     return DataLoss(path, absl::StrCat("inconsistent header (record_bytes ", record_bytes, ", records ", record_count,
-                                       ", block_bytes ", block_bytes, ", range [", range.begin, ", ", range.end,
-                                       "))"));
+                                       ", block_bytes ", block_bytes, ", range [", range.begin, ", ", range.end, "))"));
   }
   // Far above any real table, and low enough that the size arithmetic below cannot overflow.
   constexpr uint64_t kMaxDataBytes = uint64_t{1} << 56;
@@ -466,8 +465,8 @@ absl::StatusOr<std::shared_ptr<Table>> ReadTableFile(const ShardStore* store, co
   const uint64_t num_blocks = (data_bytes + block_bytes - 1) / block_bytes;
   const uint64_t expected_size = header_bytes + data_bytes + 4 * num_blocks + kTrailerBytes;
   if (file_size < expected_size) {
-    return DataLoss(path, absl::StrCat("truncated: ",
-                                       DescribeTruncation(file_size, header_bytes, data_bytes, block_bytes, num_blocks)));
+    return DataLoss(path, absl::StrCat("truncated: ", DescribeTruncation(file_size, header_bytes, data_bytes,
+                                                                         block_bytes, num_blocks)));
   }
   if (file_size > expected_size) {
     return DataLoss(path, absl::StrCat(file_size - expected_size, " unexpected bytes after the trailer (file has ",
@@ -478,9 +477,9 @@ absl::StatusOr<std::shared_ptr<Table>> ReadTableFile(const ShardStore* store, co
   }
   const uint64_t rows = dense ? range.size() : record_count;
   if (rows != entry.rows || applied_pushes != entry.applied_pushes) {
-    return DataLoss(path, absl::StrCat("header (", rows, " rows, ", applied_pushes,
-                                       " applied pushes) disagrees with MANIFEST (", entry.rows, " rows, ",
-                                       entry.applied_pushes, " applied pushes)"));
+    return DataLoss(
+        path, absl::StrCat("header (", rows, " rows, ", applied_pushes, " applied pushes) disagrees with MANIFEST (",
+                           entry.rows, " rows, ", entry.applied_pushes, " applied pushes)"));
   }
   constexpr size_t kFilterRecord = 16 + ExactlyOnceFilter::kWindow / 8;
   if (filter.size() < 8 || (filter.size() - 8) % kFilterRecord != 0 ||
@@ -494,8 +493,8 @@ absl::StatusOr<std::shared_ptr<Table>> ReadTableFile(const ShardStore* store, co
   if (store != nullptr) {
     absl::StatusOr<std::shared_ptr<Table>> fresh = store->NewTable(spec);
     if (!fresh.ok()) {
-      return absl::FailedPreconditionError(absl::StrCat(path, ": this server cannot create table '", spec.name(),
-                                                        "': ", fresh.status().message()));
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ": this server cannot create table '", spec.name(), "': ", fresh.status().message()));
     }
     table = *std::move(fresh);
     if (dense) {
@@ -523,11 +522,12 @@ absl::StatusOr<std::shared_ptr<Table>> ReadTableFile(const ShardStore* store, co
     const uint64_t payload = std::min<uint64_t>(block_bytes, data_bytes - b * block_bytes);
     RETURN_IF_ERROR(in.Read(payload + 4, &buf));
     if (buf.size() < payload) {
-      return DataLoss(path, absl::StrCat("truncated: expected ", payload, " bytes of block ", b, ", found ", buf.size()));
+      return DataLoss(path,
+                      absl::StrCat("truncated: expected ", payload, " bytes of block ", b, ", found ", buf.size()));
     }
     if (buf.size() < payload + 4) {
-      return DataLoss(path, absl::StrCat("truncated: expected 4 bytes of the CRC of block ", b, ", found ",
-                                         buf.size() - payload));
+      return DataLoss(
+          path, absl::StrCat("truncated: expected 4 bytes of the CRC of block ", b, ", found ", buf.size() - payload));
     }
     const uint32_t stored = GetU32(buf.data() + payload);
     const uint32_t computed = Crc32c(buf.data(), payload);
@@ -562,8 +562,8 @@ absl::StatusOr<std::shared_ptr<Table>> ReadTableFile(const ShardStore* store, co
   }
   const uint32_t trailer_digest = GetU32(buf.data() + 24);
   if (trailer_digest != digest) {
-    return DataLoss(path, absl::StrCat("digest mismatch (trailer ", Hex32(trailer_digest), ", computed ",
-                                       Hex32(digest), ")"));
+    return DataLoss(
+        path, absl::StrCat("digest mismatch (trailer ", Hex32(trailer_digest), ", computed ", Hex32(digest), ")"));
   }
   if (digest != entry.digest) {
     return DataLoss(path, absl::StrCat("digest ", Hex32(digest), " differs from MANIFEST's ", Hex32(entry.digest),
@@ -575,13 +575,13 @@ absl::StatusOr<std::shared_ptr<Table>> ReadTableFile(const ShardStore* store, co
   if (table != nullptr) {
     if (dense) {
       if (!table->dense->LoadAll(dense_data)) {
-        return absl::FailedPreconditionError(absl::StrCat(path, ": dense table '", spec.name(), "' holds ",
-                                                          data_bytes, " bytes, which this server cannot load "
+        return absl::FailedPreconditionError(absl::StrCat(path, ": dense table '", spec.name(), "' holds ", data_bytes,
+                                                          " bytes, which this server cannot load "
                                                           "(its block layout differs)"));
       }
     } else if (table->sparse->num_rows() != record_count) {
-      return DataLoss(path, absl::StrCat("holds ", record_count, " rows but only ", table->sparse->num_rows(),
-                                         " distinct keys"));
+      return DataLoss(
+          path, absl::StrCat("holds ", record_count, " rows but only ", table->sparse->num_rows(), " distinct keys"));
     }
   }
   return table;
@@ -589,8 +589,8 @@ absl::StatusOr<std::shared_ptr<Table>> ReadTableFile(const ShardStore* store, co
 
 // Reads and verifies a whole checkpoint; with `store`, also builds its tables.
 absl::StatusOr<std::vector<std::shared_ptr<Table>>> ReadCheckpoint(const ShardStore* store, const std::string& root,
-                                                                   const std::string& prefix,
-                                                                   uint64_t checkpoint_id, Manifest* manifest) {
+                                                                   const std::string& prefix, uint64_t checkpoint_id,
+                                                                   Manifest* manifest) {
   const std::string dir = CheckpointDir(root, prefix, checkpoint_id);
   ASSIGN_OR_RETURN(*manifest, ReadManifest(dir, prefix, checkpoint_id));
   std::vector<std::shared_ptr<Table>> tables;
@@ -638,10 +638,11 @@ absl::StatusOr<SaveCheckpointResponse> SaveInto(ShardStore& store, const std::st
     e.bytes = written.bytes;
     e.digest = written.digest;
     const absl::Duration took = absl::Now() - start;
-    spdlog::info("checkpoint {} of prefix '{}': saved table '{}' ({} rows, {} bytes) in {:.3f} s ({:.0f} MiB/s), "
-                 "pushes paused {:.1f} ms",
-                 checkpoint_id, prefix, e.name, e.rows, e.bytes, absl::ToDoubleSeconds(took),
-                 MiBPerSecond(e.bytes, took), absl::ToDoubleMilliseconds(gate_held));
+    spdlog::info(
+        "checkpoint {} of prefix '{}': saved table '{}' ({} rows, {} bytes) in {:.3f} s ({:.0f} MiB/s), "
+        "pushes paused {:.1f} ms",
+        checkpoint_id, prefix, e.name, e.rows, e.bytes, absl::ToDoubleSeconds(took), MiBPerSecond(e.bytes, took),
+        absl::ToDoubleMilliseconds(gate_held));
     resp.add_files(path);
     resp.set_rows(resp.rows() + e.rows);
     resp.set_bytes(resp.bytes() + e.bytes);
@@ -760,8 +761,7 @@ absl::StatusOr<std::vector<uint64_t>> ListCheckpoints(const std::string& root, c
   return ids;
 }
 
-absl::StatusOr<uint64_t> LatestValidCheckpoint(const std::string& root, const std::string& prefix,
-                                               uint64_t up_to_id) {
+absl::StatusOr<uint64_t> LatestValidCheckpoint(const std::string& root, const std::string& prefix, uint64_t up_to_id) {
   ASSIGN_OR_RETURN(std::vector<uint64_t> ids, ListCheckpoints(root, prefix));
   for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
     if (*it > up_to_id) continue;
@@ -769,8 +769,8 @@ absl::StatusOr<uint64_t> LatestValidCheckpoint(const std::string& root, const st
     if (s.ok()) return *it;
     spdlog::warn("checkpoint {} of prefix '{}' is unusable, trying an older one: {}", *it, prefix, s.ToString());
   }
-  return absl::NotFoundError(absl::StrCat("no valid checkpoint of prefix '", prefix, "' with id <= ", up_to_id,
-                                          " under ", root));
+  return absl::NotFoundError(
+      absl::StrCat("no valid checkpoint of prefix '", prefix, "' with id <= ", up_to_id, " under ", root));
 }
 
 absl::Status DeleteCheckpoint(const std::string& root, const std::string& prefix, uint64_t checkpoint_id) {
@@ -787,26 +787,31 @@ absl::Status DeleteCheckpoint(const std::string& root, const std::string& prefix
   return SyncDirectory(DirName(dir));
 }
 
+std::string CheckpointRoot(const std::string& job_dir, const std::string& default_root, uint32_t shard_id) {
+  // Every shard has files of the same names with different rows: a shared directory gets one
+  // subdirectory per shard.
+  return job_dir.empty() ? default_root : absl::StrCat(job_dir, "/shard-", shard_id);
+}
+
 CheckpointHooks MakeCheckpointHooks(ShardStore* store, std::string default_root) {
   // One checkpoint operation at a time: a save and a load of the same prefix must not interleave.
   auto mu = std::make_shared<absl::Mutex>();
-  auto root_of = [default_root = std::move(default_root)](const std::string& dir) -> absl::StatusOr<std::string> {
-    const std::string& root = dir.empty() ? default_root : dir;
-    if (root.empty()) {
+  auto root_of = [store, default_root = std::move(default_root)](const std::string& dir) -> absl::StatusOr<std::string> {
+    if (dir.empty() && default_root.empty()) {
       return absl::FailedPreconditionError(
           "no checkpoint directory: the request names none and the server has no data directory");
     }
-    return root;
+    return CheckpointRoot(dir, default_root, store->shard_id());
   };
   CheckpointHooks hooks;
-  hooks.save = [store, mu, root_of](const tessera::v1::SaveCheckpointRequest& req)
-      -> absl::StatusOr<SaveCheckpointResponse> {
+  hooks.save = [store, mu,
+                root_of](const tessera::v1::SaveCheckpointRequest& req) -> absl::StatusOr<SaveCheckpointResponse> {
     ASSIGN_OR_RETURN(const std::string root, root_of(req.dir()));
     absl::MutexLock lock(mu.get());
     return SaveCheckpoint(*store, root, req.prefix(), req.checkpoint_id());
   };
-  hooks.load = [store, mu, root_of](const tessera::v1::LoadCheckpointRequest& req)
-      -> absl::StatusOr<LoadCheckpointResponse> {
+  hooks.load = [store, mu,
+                root_of](const tessera::v1::LoadCheckpointRequest& req) -> absl::StatusOr<LoadCheckpointResponse> {
     ASSIGN_OR_RETURN(const std::string root, root_of(req.dir()));
     absl::MutexLock lock(mu.get());
     return LoadCheckpoint(*store, root, req.prefix(), req.checkpoint_id());

@@ -50,8 +50,7 @@ struct CheckpointOptions {
 // MANIFEST last), rows (sparse rows + dense elements), bytes written and the tables' summed
 // applied_pushes at the moment of their copy. Blocks pushes to a table only while copying it.
 absl::StatusOr<tessera::v1::SaveCheckpointResponse> SaveCheckpoint(ShardStore& store, const std::string& root,
-                                                                   const std::string& prefix,
-                                                                   uint64_t checkpoint_id,
+                                                                   const std::string& prefix, uint64_t checkpoint_id,
                                                                    const CheckpointOptions& options = {});
 
 // Restores checkpoint `checkpoint_id` of `prefix`: the prefix's tables become exactly those of the
@@ -62,8 +61,7 @@ absl::StatusOr<tessera::v1::SaveCheckpointResponse> SaveCheckpoint(ShardStore& s
 // dense table's range differs from the range this shard owns now, or the row layout changed).
 // On any error the store is unchanged.
 absl::StatusOr<tessera::v1::LoadCheckpointResponse> LoadCheckpoint(ShardStore& store, const std::string& root,
-                                                                   const std::string& prefix,
-                                                                   uint64_t checkpoint_id);
+                                                                   const std::string& prefix, uint64_t checkpoint_id);
 
 // Reads every file of the checkpoint and checks all CRCs and digests, without building tables.
 // Same error codes as LoadCheckpoint (apart from FAILED_PRECONDITION).
@@ -93,6 +91,10 @@ std::string EscapeFileName(absl::string_view name);
 // too they fail with FAILED_PRECONDITION. The hooks run one checkpoint operation at a time and
 // block the calling thread for the whole save or load. `store` must outlive the hooks.
 CheckpointHooks MakeCheckpointHooks(ShardStore* store, std::string default_root);
+
+// The directory a shard uses for a job's checkpoints: the job's checkpoint.dir (shared storage,
+// possibly) gets a "shard-<id>" subdirectory per shard; without one, the server's own root.
+std::string CheckpointRoot(const std::string& job_dir, const std::string& default_root, uint32_t shard_id);
 
 }  // namespace tessera::server
 

@@ -23,9 +23,9 @@
 namespace tessera::server {
 namespace {
 
+using tessera::v1::TableSpec;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using tessera::v1::TableSpec;
 
 TableSpec Spec(const std::string& name, TableSpec::Kind kind, uint64_t dim_or_size, const std::string& optimizer) {
   TableSpec s;
@@ -147,8 +147,8 @@ class CheckpointTest : public ::testing::Test {
 
 // Pushes `rounds` random sparse gradients over keys [0, 2000) and random dense slices from
 // worker 7 with sequences 1..rounds.
-void Train(ShardStore& store, const std::vector<std::string>& sparse, const std::vector<std::string>& dense,
-           int rounds, uint64_t seed, uint64_t worker = 7) {
+void Train(ShardStore& store, const std::vector<std::string>& sparse, const std::vector<std::string>& dense, int rounds,
+           uint64_t seed, uint64_t worker = 7) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> g(0, 1);
   for (int r = 1; r <= rounds; ++r) {
@@ -485,8 +485,8 @@ TEST_F(CorruptionTest, ManifestDamage) {
     }
     if (::testing::Test::HasFailure()) break;
   }
-  for (size_t len : {size_t{0}, size_t{1}, size_t{20}, original.size() / 2, original.size() - 10,
-                     original.size() - 1}) {
+  for (size_t len :
+       {size_t{0}, size_t{1}, size_t{20}, original.size() / 2, original.size() - 10, original.size() - 1}) {
     SCOPED_TRACE(absl::StrCat("manifest truncated to ", len));
     ASSERT_TRUE(Overwrite(path, original.substr(0, len)).ok());
     ExpectLoadFails(absl::StatusCode::kDataLoss, path);
@@ -604,7 +604,7 @@ TEST_F(CheckpointTest, SaveUnderConcurrentPushesIsConsistent) {
   }
   constexpr int kSaves = 8;
   // Every worker makes progress before each save.
-  auto advance = [&](uint64_t (&mark)[kWorkers]) {
+  auto advance = [&](uint64_t(&mark)[kWorkers]) {
     for (int t = 0; t < kWorkers; ++t) {
       while (pushed[t].load() < mark[t] + 1000 && !failed.load()) std::this_thread::yield();
       mark[t] = pushed[t].load();
@@ -663,7 +663,7 @@ TEST_F(CheckpointTest, HooksUseTheDefaultRootUnlessTheRequestNamesOne) {
   EXPECT_TRUE(VerifyCheckpoint(root_ + "/default", "h/", 5).ok());
   save.set_dir(root_ + "/explicit");
   ASSERT_TRUE(hooks.save(save).ok());
-  EXPECT_TRUE(VerifyCheckpoint(root_ + "/explicit", "h/", 5).ok());
+  EXPECT_TRUE(VerifyCheckpoint(root_ + "/explicit/shard-0", "h/", 5).ok());
 
   tessera::v1::LoadCheckpointRequest load;
   load.set_prefix("h/");
@@ -686,7 +686,8 @@ TEST_F(CheckpointTest, DISABLED_Throughput) {
   ASSERT_TRUE(a.CreateTable(Spec("bench/emb", TableSpec::SPARSE, 8, "adagrad")).ok());
   constexpr uint64_t kRows = 1000000, kBatch = 10000;
   std::vector<float> grads(kBatch * 8, 0.5f);
-  for (uint64_t k = 0; k < kRows; k += kBatch) ASSERT_TRUE(PushSparse(a, "bench/emb", Range(k, k + kBatch), grads).ok());
+  for (uint64_t k = 0; k < kRows; k += kBatch)
+    ASSERT_TRUE(PushSparse(a, "bench/emb", Range(k, k + kBatch), grads).ok());
   std::string data(64 << 20, 'x');
   auto t0 = std::chrono::steady_clock::now();
   volatile uint32_t sink = Crc32c(data.data(), data.size());
@@ -708,8 +709,8 @@ TEST_F(CheckpointTest, DISABLED_Throughput) {
   const double verify_s = std::chrono::duration<double>(t4 - t3).count();
   std::printf("crc32c (%s): %.0f MiB/s\n", Crc32cHardwareAvailable() ? "sse4.2" : "portable", 64 / crc_s);
   std::printf("%llu rows, %.1f MiB: save %.3f s (%.0f MiB/s), load %.3f s (%.0f MiB/s), verify %.3f s (%.0f MiB/s)\n",
-              static_cast<unsigned long long>(saved->rows()), mb, save_s, mb / save_s, load_s, mb / load_s,
-              verify_s, mb / verify_s);
+              static_cast<unsigned long long>(saved->rows()), mb, save_s, mb / save_s, load_s, mb / load_s, verify_s,
+              mb / verify_s);
 }
 
 }  // namespace

@@ -137,8 +137,7 @@ absl::StatusOr<std::unique_ptr<SequentialFileReader>> SequentialFileReader::Open
     return absl::FailedPreconditionError(absl::StrCat(path, " is not a regular file"));
   }
   posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-  return std::unique_ptr<SequentialFileReader>(
-      new SequentialFileReader(path, fd, static_cast<uint64_t>(st.st_size)));
+  return std::unique_ptr<SequentialFileReader>(new SequentialFileReader(path, fd, static_cast<uint64_t>(st.st_size)));
 }
 
 absl::Status SequentialFileReader::Read(size_t n, std::string* out) {

@@ -445,6 +445,7 @@ void Coordinator::StartEpoch(JobRecord& job, uint32_t epoch, Callbacks* wake) {
   job.set_epoch_start_unix_ms(ToMs(absl::Now()));
   JobRuntime& rt = jobs_[st->job_id()];
   rt.clocks.clear();
+  rt.pulled.clear();
   rt.idle.clear();
   WakeClockWaiters(job, wake);
 }
@@ -886,14 +887,42 @@ bool Coordinator::ClockGranted(JobRecord& job, const ClockRequest& req, ClockRes
   const WorkerRecord* me = FindWorker(job, req.worker_id());
   uint64_t min_clock = req.clock();
   bool push_turn = true;
-  for (const auto& w : job.workers()) {
-    if (!WorkerAlive(w, now)) continue;
-    auto idle = rt.idle.find(w.worker_id());
-    if (idle != rt.idle.end() && idle->second) continue;
-    auto c = rt.clocks.find(w.worker_id());
-    if (c == rt.clocks.end()) continue;  // not working in this epoch yet
-    min_clock = std::min(min_clock, c->second);
-    if (bsp && me != nullptr && w.rank() < me->rank() && c->second < req.clock() + 1) push_turn = false;
+  auto idle = [&](uint64_t worker_id) {
+    auto it = rt.idle.find(worker_id);
+    return it != rt.idle.end() && it->second;
+  };
+  auto clock_of = [&](uint64_t worker_id) {
+    auto it = rt.clocks.find(worker_id);
+    return it == rt.clocks.end() ? uint64_t{0} : it->second;  // not started in this epoch yet
+  };
+  if (bsp) {
+    // Every rank takes part until it has no work left in the epoch; a rank with no worker yet, or
+    // whose worker died, holds everyone back until its (replacement) worker arrives.
+    const uint32_t ranks = training.num_workers();
+    for (uint32_t r = 0; r < ranks; ++r) {
+      const WorkerRecord* w = nullptr;
+      for (const auto& cand : job.workers()) {
+        if (cand.rank() == r) w = &cand;
+      }
+      if (w == nullptr) {
+        min_clock = 0;
+        push_turn = false;
+        continue;
+      }
+      if (idle(w->worker_id())) continue;
+      const bool alive = WorkerAlive(*w, now);
+      const uint64_t c = alive ? clock_of(w->worker_id()) : 0;
+      min_clock = std::min(min_clock, c);
+      // Push of clock c: lower ranks pushed c already, and everyone pulled for c.
+      if (me != nullptr && r < me->rank() && c < req.clock() + 1) push_turn = false;
+      auto p = rt.pulled.find(w->worker_id());
+      if (!alive || p == rt.pulled.end() || p->second < req.clock() + 1) push_turn = false;
+    }
+  } else {
+    for (const auto& w : job.workers()) {
+      if (!WorkerAlive(w, now) || idle(w.worker_id())) continue;
+      min_clock = std::min(min_clock, clock_of(w.worker_id()));
+    }
   }
   resp->set_min_clock(min_clock);
   if (req.wait() == ClockRequest::PUSH) return push_turn;
@@ -942,6 +971,11 @@ void Coordinator::Clock(const ClockRequest& req, std::function<void(absl::Status
         if (!job->evaluating() && req.epoch() == job->status().epoch()) {
           uint64_t& c = rt.clocks[req.worker_id()];
           c = std::max(c, req.clock());
+          // Asking to push batch `clock` means its parameters were pulled.
+          if (req.wait() == ClockRequest::PUSH) {
+            uint64_t& p = rt.pulled[req.worker_id()];
+            p = std::max(p, req.clock() + 1);
+          }
         }
         ClockResponse resp;
         if (ClockGranted(*job, req, &resp)) {

@@ -108,6 +108,9 @@ class Coordinator {
   struct JobRuntime {
     // Current-epoch clock of each participating worker.
     absl::flat_hash_map<uint64_t, uint64_t> clocks;
+    // bsp: batches each worker has pulled the parameters for (a push of clock c waits until every
+    // participant pulled c, so nobody computes batch c on an update of batch c).
+    absl::flat_hash_map<uint64_t, uint64_t> pulled;
     // Workers that have no more chunks in the current epoch.
     absl::flat_hash_map<uint64_t, bool> idle;
     std::vector<ClockWaiter> waiters;

@@ -11,7 +11,9 @@
 //   bytes_per_row                         server RSS growth per row after inserting --rows rows of
 //                                         dim 8 Adagrad (raw payload 72 bytes/row)
 // plus `<figure>_client_cores` / `<figure>_server_cores`: CPU seconds per second spent by this
-// process and by the servers during the measurement (servers started here only).
+// process and by the servers during the measurement (servers started here only), and
+// `<figure>_per_cpu_s`: the figure per CPU-second of both together, which varies less than the
+// figure itself when other work shares the machine.
 //
 // Stdout carries either a table or, with --json, exactly one JSON object; progress goes to stderr.
 // Single-threaded driver; the client library's own threads do the I/O.
@@ -120,6 +122,14 @@ double CpuSeconds(int pid) {
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
+// The 1-minute load average (other work on the machine skews every figure).
+double LoadAverage() {
+  std::ifstream f("/proc/loadavg");
+  double one = -1;
+  f >> one;
+  return one;
+}
+
 // A bijective 64-bit mix (splitmix64's finalizer): distinct counters give distinct random-looking keys.
 uint64_t Mix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
@@ -171,6 +181,12 @@ struct Figure {
   double target = 0;
   double client_cores = -1, server_cores = -1;
 
+  // Figure per CPU-second spent by client and servers together: steadier than the figure itself on a
+  // shared machine, and what a change to the wire path should move. -1 when unknown.
+  double PerCpuSecond() const {
+    const double cores = client_cores + server_cores;
+    return client_cores < 0 || server_cores < 0 || cores <= 0 ? -1 : value / cores;
+  }
   std::string TargetText() const { return cmp == 0 ? "-" : absl::StrCat(cmp > 0 ? ">= " : "<= ", Num(target)); }
   bool Met() const { return cmp == 0 || (cmp > 0 ? value >= target : value <= target); }
 };
@@ -672,16 +688,19 @@ absl::Status Bench::MeasureSmall() {
 
 void Bench::Print() const {
   FILE* table_out = absl::GetFlag(FLAGS_json) ? stderr : stdout;
-  std::fprintf(table_out, "\n%-26s %14s %-7s %12s %-6s %8s %8s\n", "figure", "value", "unit", "target", "met",
-               "client", "server");
+  std::fprintf(table_out, "\n%-26s %14s %-7s %12s %-4s %7s %7s %12s\n", "figure", "value", "unit", "target", "met",
+               "client", "server", "per_cpu_s");
   for (const auto& f : figures_) {
-    std::fprintf(table_out, "%-26s %14s %-7s %12s %-6s %8s %8s\n", f.key.c_str(), Num(f.value).c_str(),
+    std::fprintf(table_out, "%-26s %14s %-7s %12s %-4s %7s %7s %12s\n", f.key.c_str(), Num(f.value).c_str(),
                  f.unit.c_str(), f.TargetText().c_str(), f.cmp == 0 ? "" : (f.Met() ? "yes" : "NO"),
                  f.client_cores < 0 ? "" : absl::StrFormat("%.2f", f.client_cores).c_str(),
-                 f.server_cores < 0 ? "" : absl::StrFormat("%.2f", f.server_cores).c_str());
+                 f.server_cores < 0 ? "" : absl::StrFormat("%.2f", f.server_cores).c_str(),
+                 f.PerCpuSecond() < 0 ? "" : Num(f.PerCpuSecond()).c_str());
   }
-  std::fprintf(table_out, "(client / server: CPU cores used during the measurement; %ld CPUs online)\n",
-               sysconf(_SC_NPROCESSORS_ONLN));
+  std::fprintf(table_out,
+               "(client / server: CPU cores used during the measurement; per_cpu_s: value per CPU-second of client\n"
+               " and servers together; %ld CPUs online, load average %s)\n",
+               sysconf(_SC_NPROCESSORS_ONLN), Num(LoadAverage()).c_str());
   if (!absl::GetFlag(FLAGS_json)) return;
   std::vector<std::string> members;
   std::vector<std::string> missed;
@@ -692,7 +711,9 @@ void Bench::Print() const {
   for (const auto& f : figures_) {
     if (f.client_cores >= 0) members.push_back(absl::StrCat(JsonString(f.key + "_client_cores"), ": ", Num(f.client_cores)));
     if (f.server_cores >= 0) members.push_back(absl::StrCat(JsonString(f.key + "_server_cores"), ": ", Num(f.server_cores)));
+    if (f.PerCpuSecond() >= 0) members.push_back(absl::StrCat(JsonString(f.key + "_per_cpu_s"), ": ", Num(f.PerCpuSecond())));
   }
+  members.push_back(absl::StrCat("\"load_average_end\": ", Num(LoadAverage())));
   for (const auto& [k, v] : info_) members.push_back(absl::StrCat(JsonString(k), ": ", v));
   members.push_back(absl::StrCat("\"targets_missed\": [", absl::StrJoin(missed, ", "), "]"));
   std::printf("{%s}\n", absl::StrJoin(members, ", ").c_str());
@@ -721,6 +742,7 @@ absl::Status Bench::Run() {
       {"repeat", Num(repeat_)},
       {"rows", Num(static_cast<double>(absl::GetFlag(FLAGS_rows)))},
       {"prefill_rows", Num(static_cast<double>(absl::GetFlag(FLAGS_prefill_rows)))},
+      {"load_average_start", Num(LoadAverage())},
   };
   // Memory first, while the servers hold nothing else.
   RETURN_IF_ERROR(MeasureMemory());

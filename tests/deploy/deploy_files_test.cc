@@ -21,10 +21,12 @@
 #include <fnmatch.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -803,7 +805,7 @@ Deployment Load() {
 // ------------------------------------------------------------------------------------------------
 // Tests
 
-TEST(DeployFilesTest, TheFilesAndBinariesAreThere) {
+TEST(DeployFilesTest, FilesAreThereAndReadable) {
   for (const auto& b : TesseraBinaries()) {
     EXPECT_TRUE(IsExecutable(BinaryPath(b))) << BinaryPath(b) << " is not built";
     EXPECT_FALSE(HelpFlags(b).empty()) << b << " --help lists no flags";
@@ -912,7 +914,7 @@ TEST(DeployFilesTest, ProbesAreGrpcHealthChecksOnTheGrpcPort) {
       ASSERT_FALSE(p.role.empty()) << p.where << ": probe outside a coordinator or server";
       EXPECT_EQ(p.port, grpc_port[p.role]) << p.where << ": " << p.kind << " port vs " << p.role << " --port";
     }
-    std::vector<std::string> ignored;  // reported by TheFilesAndBinariesAreThere
+    std::vector<std::string> ignored;  // reported by FilesAreThereAndReadable
     const DocFlags f = FlagsOf(doc, &ignored);
     for (const auto& b : f.binaries) {
       if (RoleOfBinary(b).empty()) continue;
@@ -921,6 +923,572 @@ TEST(DeployFilesTest, ProbesAreGrpcHealthChecksOnTheGrpcPort) {
     }
   }
   EXPECT_GE(probes, 4);
+}
+
+
+// ------------------------------------------------------------------------------------------------
+// Kubernetes wiring
+
+// Claim names of a StatefulSet's volumeClaimTemplates.
+std::set<std::string> ClaimTemplates(const YamlDoc& doc) {
+  std::set<std::string> out;
+  for (size_t i = 0; i < doc.lines.size(); ++i) {
+    if (!doc.Content(i) || doc.Key(i) != "volumeClaimTemplates") continue;
+    for (size_t j = i + 1; j < doc.BlockEnd(i); ++j) {
+      if (!doc.Content(j) || doc.Key(j) != "metadata") continue;
+      for (size_t q = j + 1; q < doc.BlockEnd(j); ++q) {
+        if (doc.Content(q) && doc.Key(q) == "name") {
+          out.insert(doc.Value(q));
+          break;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// volumeMounts of a document: volume name -> mountPath.
+std::multimap<std::string, std::string> Mounts(const YamlDoc& doc) {
+  std::multimap<std::string, std::string> out;
+  for (size_t i = 0; i < doc.lines.size(); ++i) {
+    if (doc.Content(i) && doc.Key(i) == "mountPath") out.insert({doc.ItemField(i, "name").value_or(""), doc.Value(i)});
+  }
+  return out;
+}
+
+bool UnderPath(const std::string& path, const std::string& dir) {
+  return path == dir || absl::StartsWith(path, absl::StrCat(absl::StripSuffix(dir, "/"), "/"));
+}
+
+std::optional<std::string> FlagValue(const DocFlags& f, const std::string& name) {
+  for (const auto& u : f.flags) {
+    if (u.name == name) return u.value;
+  }
+  return std::nullopt;
+}
+
+// Defines env var `name` in the document (a `- name:` item with value or valueFrom).
+bool DefinesEnv(const YamlDoc& doc, const std::string& name) {
+  for (size_t i = 0; i < doc.lines.size(); ++i) {
+    if (doc.Content(i) && doc.lines[i].item && doc.Key(i) == "name" && doc.Value(i) == name &&
+        (doc.ItemField(i, "value") || doc.ItemField(i, "valueFrom"))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+int IntOr(const std::optional<std::string>& v, int fallback) {
+  int n = fallback;
+  if (v) (void)absl::SimpleAtoi(*v, &n);
+  return n;
+}
+
+TEST(DeployFilesTest, KubernetesWorkloadsAreWiredTogether) {
+  const Deployment d = Load();
+  std::map<std::string, const YamlDoc*> by_name;  // "Kind/name"
+  for (const auto& doc : d.docs) by_name[doc.kind + "/" + doc.name] = &doc;
+  std::set<std::string> runs;
+  for (const auto& doc : d.docs) {
+    const std::string id = absl::StrCat(doc.file, ": ", doc.kind, "/", doc.name);
+    std::vector<std::string> ignored;
+    const DocFlags f = FlagsOf(doc, &ignored);
+    runs.insert(f.binaries.begin(), f.binaries.end());
+    const bool daemon = f.binaries.count("tessera-coordinator") || f.binaries.count("tessera-server");
+
+    if (doc.Find("containers")) {
+      EXPECT_EQ(doc.Find("runAsNonRoot").value_or(""), "true") << id << ": set securityContext.runAsNonRoot";
+      for (size_t i = 0; i < doc.lines.size(); ++i) {
+        if (!doc.Content(i)) continue;
+        if (doc.Key(i) == "runAsUser") {
+          EXPECT_EQ(doc.Value(i), "10001") << doc.Where(i) << ": the image's user";
+        }
+        if (doc.Key(i) != "image") continue;
+        // Per container: resources.requests and .limits, no privilege escalation.
+        const auto [b, e] = doc.ItemRange(i);
+        bool requests = false, limits = false, escalation_off = false;
+        for (size_t j = b; j < e; ++j) {
+          if (!doc.Content(j)) continue;
+          if (doc.Key(j) == "resources" && doc.KeyIndent(j) == doc.KeyIndent(i)) {
+            for (size_t q = j + 1; q < doc.BlockEnd(j); ++q) {
+              if (doc.Content(q) && doc.Key(q) == "requests") requests = true;
+              if (doc.Content(q) && doc.Key(q) == "limits") limits = true;
+            }
+          }
+          if (doc.Key(j) == "allowPrivilegeEscalation" && doc.Value(j) == "false") escalation_off = true;
+        }
+        EXPECT_TRUE(requests && limits) << doc.Where(i) << ": container needs resources.requests and .limits";
+        EXPECT_TRUE(escalation_off) << doc.Where(i) << ": set allowPrivilegeEscalation: false";
+      }
+    }
+
+    // Every $(VAR) in a flag is defined for the container.
+    static const std::regex kRef(R"(\$\(([A-Za-z_][A-Za-z0-9_]*)\))");
+    for (const auto& u : f.flags) {
+      for (auto it = std::sregex_iterator(u.value.begin(), u.value.end(), kRef); it != std::sregex_iterator(); ++it) {
+        const std::string var = (*it)[1];
+        if (var == "JOB_COMPLETION_INDEX") {
+          EXPECT_EQ(doc.Find("completionMode").value_or(""), "Indexed")
+              << u.where << ": $(JOB_COMPLETION_INDEX) exists only in an Indexed Job";
+        } else {
+          EXPECT_TRUE(DefinesEnv(doc, var)) << u.where << ": $(" << var << ") is not in the container's env";
+        }
+      }
+    }
+
+    if (daemon) {
+      EXPECT_EQ(doc.kind, "StatefulSet") << id << ": daemons keep their volume and name in a StatefulSet";
+      EXPECT_GT(IntOr(doc.Find("terminationGracePeriodSeconds"), 30), 5)
+          << id << ": the daemons drain in-flight RPCs for 5 s after SIGTERM";
+      EXPECT_TRUE(doc.Find("terminationGracePeriodSeconds")) << id << ": set terminationGracePeriodSeconds (> 5)";
+      EXPECT_EQ(doc.Find("prometheus.io/scrape").value_or(""), "true") << id;
+      EXPECT_EQ(doc.Find("prometheus.io/path").value_or(""), "/metrics") << id;
+      EXPECT_TRUE(doc.Find("prometheus.io/port")) << id;
+      // The durable directory is on a volume from the claim templates.
+      const std::string dir_flag = f.binaries.count("tessera-server") ? "data_dir" : "state_dir";
+      const auto dir = FlagValue(f, dir_flag);
+      ASSERT_TRUE(dir) << id << ": no --" << dir_flag;
+      const auto claims = ClaimTemplates(doc);
+      bool persistent = false;
+      for (const auto& [volume, path] : Mounts(doc)) persistent |= claims.count(volume) && UnderPath(*dir, path);
+      EXPECT_TRUE(persistent) << id << ": --" << dir_flag << "=" << *dir
+                              << " is not on a volume from volumeClaimTemplates";
+      // The governing Service exists.
+      const std::string service = doc.Find("serviceName").value_or("");
+      const YamlDoc* svc = by_name.count("Service/" + service) ? by_name["Service/" + service] : nullptr;
+      ASSERT_NE(svc, nullptr) << id << ": serviceName '" << service << "' names no Service in deploy/k8s";
+      if (f.binaries.count("tessera-server")) {
+        EXPECT_EQ(svc->Find("clusterIP").value_or(""), "None") << svc->file << ": the servers' Service is headless";
+        EXPECT_EQ(doc.Find("podManagementPolicy").value_or(""), "Parallel") << id;
+        const std::string adv = FlagValue(f, "advertise_host").value_or("");
+        EXPECT_TRUE(absl::StartsWith(adv, absl::StrCat("$(POD_NAME).", service, ".$(POD_NAMESPACE).svc")))
+            << id << ": --advertise_host=" << adv << " is not the pod's stable name under Service " << service;
+      }
+    }
+    if (f.binaries.count("tessera-worker")) {
+      EXPECT_EQ(doc.kind, "Job") << id;
+      EXPECT_EQ(doc.Find("completionMode").value_or(""), "Indexed") << id;
+      EXPECT_EQ(IntOr(doc.Find("completions"), -1), IntOr(doc.Find("parallelism"), -2))
+          << id << ": completions and parallelism differ";
+      EXPECT_TRUE(absl::StrContains(FlagValue(f, "worker_id").value_or(""), "$(JOB_COMPLETION_INDEX)"))
+          << id << ": --worker_id must come from the completion index, so a replaced pod keeps its name";
+    }
+  }
+  for (const auto& b : TesseraBinaries()) EXPECT_TRUE(runs.count(b)) << "no manifest runs " << b;
+
+  // kustomization.yaml lists every top-level manifest, and only existing ones.
+  const std::string k8s = SourceDir() + "/deploy/k8s";
+  std::set<std::string> listed;
+  bool in_resources = false;
+  for (const auto& piece : absl::StrSplit(ReadFile(k8s + "/kustomization.yaml"), '\n')) {
+    const std::string l(piece);
+    if (!l.empty() && l[0] != ' ' && l[0] != '-' && l[0] != '#') in_resources = absl::StartsWith(l, "resources:");
+    const std::string t = Trim(l);
+    if (in_resources && absl::StartsWith(t, "- ")) listed.insert(Trim(t.substr(2)));
+  }
+  for (const auto& r : listed) EXPECT_TRUE(fs::exists(k8s + "/" + r)) << "kustomization.yaml lists missing " << r;
+  for (const auto& e : fs::directory_iterator(k8s)) {
+    if (e.is_regular_file() && IsManifest(e.path())) {
+      EXPECT_TRUE(listed.count(e.path().filename().string()))
+          << "kustomization.yaml does not list " << e.path().filename();
+    }
+  }
+
+  // The job spec in a ConfigMap is a valid JobSpec whose data the coordinator and workers can read.
+  const YamlDoc* coordinator = nullptr;
+  const YamlDoc* worker = nullptr;
+  for (const auto& doc : d.docs) {
+    std::vector<std::string> ignored;
+    const DocFlags f = FlagsOf(doc, &ignored);
+    if (f.binaries.count("tessera-coordinator")) coordinator = &doc;
+    if (f.binaries.count("tessera-worker")) worker = &doc;
+  }
+  ASSERT_NE(coordinator, nullptr);
+  ASSERT_NE(worker, nullptr);
+  int specs = 0;
+  for (const auto& doc : d.docs) {
+    if (doc.kind != "ConfigMap") continue;
+    for (size_t i = 0; i < doc.lines.size(); ++i) {
+      if (!doc.Content(i) || !absl::EndsWith(doc.Key(i), ".json") || doc.Value(i) != "|") continue;
+      std::string json;
+      const size_t end = doc.BlockEnd(i);
+      const size_t cut = static_cast<size_t>(doc.lines[i].indent) + 2;
+      for (size_t j = i + 1; j < end; ++j) json += (doc.lines[j].raw.size() > cut ? doc.lines[j].raw.substr(cut) : "") + "\n";
+      auto spec = ParseJobSpecJson(json, doc.Where(i));
+      ASSERT_TRUE(spec.ok()) << spec.status();
+      ++specs;
+      for (const std::string& path : {spec->data().train(), spec->data().test()}) {
+        if (path.empty()) continue;
+        for (const YamlDoc* reader : {coordinator, worker}) {
+          bool readable = false;
+          for (const auto& [volume, mount] : Mounts(*reader)) readable |= UnderPath(path, mount);
+          EXPECT_TRUE(readable) << doc.Where(i) << ": " << path << " is on no volume mounted in " << reader->file;
+        }
+      }
+    }
+  }
+  EXPECT_GE(specs, 1) << "no job spec ConfigMap under deploy/k8s";
+}
+
+// ------------------------------------------------------------------------------------------------
+// systemd
+
+// "30s", "30", "1min", "1min 30s" -> seconds; -1 when unreadable.
+int Seconds(const std::string& text) {
+  int total = 0;
+  static const std::regex kPart(R"((\d+)\s*(s|sec|min|m)?)");
+  std::string rest = text;
+  std::smatch m;
+  bool any = false;
+  while (std::regex_search(rest, m, kPart)) {
+    const int n = std::stoi(m[1]);
+    total += (m[2] == "min" || m[2] == "m") ? n * 60 : n;
+    rest = m.suffix();
+    any = true;
+  }
+  return any ? total : -1;
+}
+
+TEST(DeployFilesTest, SystemdUnitsRunTheBuiltBinariesHardened) {
+  const SystemdDeploy s = LoadSystemd();
+  ASSERT_GE(s.units.size(), 2u);
+  for (const auto& e : s.errors) ADD_FAILURE() << e;
+  bool templated = false;
+  for (const auto& u : s.units) {
+    const std::string exe = s.exec_binary.count(u.file) ? s.exec_binary.at(u.file) : "";
+    EXPECT_TRUE(absl::StartsWith(exe, "/")) << u.file << ": ExecStart needs an absolute path, not '" << exe << "'";
+    const std::string binary = TesseraBinary(exe);
+    ASSERT_FALSE(binary.empty()) << u.file << ": ExecStart runs '" << exe << "', not a Tessera binary";
+    EXPECT_TRUE(IsExecutable(BinaryPath(binary))) << u.file << ": " << binary << " is not in the build";
+
+    EXPECT_EQ(u.Get("Restart"), "on-failure") << u.file;
+    EXPECT_EQ(u.Get("User"), "tessera") << u.file;
+    EXPECT_EQ(u.Get("NoNewPrivileges"), "yes") << u.file;
+    EXPECT_EQ(u.Get("ProtectSystem"), "strict") << u.file;
+    EXPECT_EQ(u.Get("ProtectHome"), "yes") << u.file;
+    EXPECT_EQ(u.Get("PrivateTmp"), "yes") << u.file;
+    EXPECT_TRUE(u.Has("CapabilityBoundingSet") && u.Get("CapabilityBoundingSet").empty())
+        << u.file << ": CapabilityBoundingSet= (empty: no capabilities)";
+    std::set<std::string> families = absl::StrSplit(u.Get("RestrictAddressFamilies"), ' ', absl::SkipEmpty());
+    EXPECT_EQ(families, (std::set<std::string>{"AF_INET", "AF_INET6", "AF_UNIX"})) << u.file;
+    EXPECT_TRUE(u.Has("LimitNOFILE")) << u.file;
+    EXPECT_GT(Seconds(u.Get("TimeoutStopSec")), 5) << u.file << ": the daemons drain in-flight RPCs for 5 s";
+    EXPECT_EQ(u.Get("EnvironmentFile"), "/etc/tessera/tessera.env") << u.file << ": the first EnvironmentFile";
+
+    // The durable directory flag is the StateDirectory, and writable.
+    const std::string state = u.Get("StateDirectory");
+    ASSERT_FALSE(state.empty()) << u.file << ": no StateDirectory=";
+    const std::string dir = "/var/lib/" + state;
+    const std::string dir_flag = binary == "tessera-server" ? "data_dir" : "state_dir";
+    bool found = false;
+    for (const auto& f : s.flags) {
+      if (absl::StartsWith(f.where, u.file + ":") && f.name == dir_flag) {
+        found = true;
+        EXPECT_EQ(f.value, dir) << f.where << ": --" << dir_flag << " vs StateDirectory=" << state;
+      }
+    }
+    EXPECT_TRUE(found) << u.file << ": no --" << dir_flag;
+    EXPECT_TRUE(absl::StrContains(" " + u.Get("ReadWritePaths") + " ", " " + dir + " "))
+        << u.file << ": ReadWritePaths= lacks " << dir;
+    if (absl::StrContains(u.file, "@.service")) {
+      templated = true;
+      EXPECT_TRUE(absl::StrContains(state, "%i")) << u.file << ": one directory per instance";
+    }
+  }
+  EXPECT_TRUE(templated) << "no templated tessera-server@.service";
+
+  // The sysusers entry has the image's uid.
+  const std::string sysusers = ReadFile(SourceDir() + "/deploy/systemd/tessera.sysusers");
+  EXPECT_TRUE(std::regex_search(sysusers, std::regex(R"((^|\n)u tessera 10001 )"))) << "tessera.sysusers: u tessera 10001";
+}
+
+// ------------------------------------------------------------------------------------------------
+// Dockerfile
+
+TEST(DeployFilesTest, DockerfileBuildsWithTheProjectScriptsAndShipsTheBinaries) {
+  const auto ins = ParseDockerfile();
+  std::vector<const Instruction*> froms;
+  for (const auto& i : ins) {
+    if (i.op == "FROM") froms.push_back(&i);
+  }
+  ASSERT_GE(froms.size(), 2u);
+  EXPECT_TRUE(absl::StartsWith(froms.front()->args, "debian:12 ")) << DockerWhere(*froms.front());
+  EXPECT_TRUE(absl::StrContains(froms.front()->args, " AS build")) << DockerWhere(*froms.front());
+  EXPECT_EQ(froms.back()->args, "debian:12-slim") << DockerWhere(*froms.back());
+  const int build = 0, runtime = froms.back()->stage;
+
+  // The build stage uses the project's own scripts and no package list of its own.
+  std::string build_runs;
+  for (const auto& i : ins) {
+    if (i.stage == build && i.op == "RUN") build_runs += i.args + "\n";
+  }
+  EXPECT_TRUE(absl::StrContains(build_runs, "./deploy/install-deps.sh")) << build_runs;
+  EXPECT_TRUE(absl::StrContains(build_runs, "./deploy/build.sh")) << build_runs;
+  EXPECT_FALSE(absl::StrContains(build_runs, "apt-get install")) << "packages belong in deploy/install-deps.sh";
+
+  // COPY sources exist and are not filtered out of the context.
+  std::vector<std::string> ignore;
+  for (const auto& l : absl::StrSplit(ReadFile(DockerfilePath() + ".dockerignore"), '\n')) {
+    const std::string t = Trim(l);
+    if (!t.empty() && t[0] != '#') ignore.push_back(t);
+  }
+  for (const char* p : {"build", ".git"}) {
+    bool excluded = false;
+    for (const auto& pat : ignore) excluded |= fnmatch(pat.c_str(), p, 0) == 0;
+    EXPECT_TRUE(excluded) << "Dockerfile.dockerignore must exclude " << p;
+  }
+  std::set<std::string> shipped;
+  for (const auto& i : ins) {
+    if (i.op != "COPY") continue;
+    std::vector<std::string> words = absl::StrSplit(i.args, ' ', absl::SkipEmpty());
+    std::string from;
+    std::vector<std::string> sources;
+    for (size_t w = 0; w + 1 < words.size(); ++w) {
+      if (absl::StartsWith(words[w], "--from=")) from = words[w].substr(7);
+      if (!absl::StartsWith(words[w], "--")) sources.push_back(words[w]);
+    }
+    for (const auto& src : sources) {
+      if (!from.empty()) {
+        const std::string b = TesseraBinary(src);
+        EXPECT_FALSE(b.empty()) << DockerWhere(i) << ": copies " << src << ", not a Tessera binary";
+        EXPECT_TRUE(IsExecutable(BinaryPath(b))) << DockerWhere(i) << ": " << b << " is not in the build";
+        if (i.stage == runtime) shipped.insert(b);
+        continue;
+      }
+      EXPECT_TRUE(fs::exists(fs::path(SourceDir()) / src)) << DockerWhere(i) << ": COPY source " << src << " is missing";
+      for (const auto& pat : ignore) {
+        const std::string first = src == "." ? "" : std::string(fs::path(src).begin()->string());
+        EXPECT_FALSE(!first.empty() && fnmatch(pat.c_str(), first.c_str(), 0) == 0)
+            << DockerWhere(i) << ": " << src << " is excluded by Dockerfile.dockerignore (" << pat << ")";
+      }
+    }
+  }
+  EXPECT_EQ(shipped, std::set<std::string>(TesseraBinaries().begin(), TesseraBinaries().end()));
+
+  // Non-root: the numeric uid of the user the image creates.
+  std::string user, useradd;
+  for (const auto& i : ins) {
+    if (i.stage == runtime && i.op == "USER") user = i.args;
+    if (i.stage == runtime && i.op == "RUN" && absl::StrContains(i.args, "useradd")) useradd = i.args;
+  }
+  EXPECT_TRUE(user == "10001" || user == "10001:10001") << "USER " << user;
+  EXPECT_TRUE(absl::StrContains(useradd, "--uid 10001")) << useradd;
+}
+
+// Packages owning the shared libraries `binaries` load: dpkg's answer for each library path.
+std::map<std::string, std::string> LibraryPackages(const std::vector<std::string>& binaries,
+                                                   std::vector<std::string>* errors) {
+  std::map<std::string, std::string> lib_binary;  // library path -> a binary that loads it
+  static const std::regex kLib(R"(^\s*(\S+)(?: => (\S+))? \(0x)");
+  for (const auto& b : binaries) {
+    const CommandResult r = Run("ldd " + Quote(BinaryPath(b)));
+    for (const auto& piece : absl::StrSplit(r.output, '\n')) {
+      const std::string l(piece);
+      if (absl::StrContains(l, "not found")) errors->push_back(b + ": " + Trim(l));
+      std::smatch m;
+      if (!std::regex_search(l, m, kLib)) continue;
+      const std::string path = m[2].matched ? m[2].str() : m[1].str();
+      if (absl::StartsWith(path, "/")) lib_binary.emplace(path, b);
+    }
+  }
+  // dpkg knows a file under the path its package ships, with or without /usr (merged /usr) and
+  // through alternatives symlinks: ask for every spelling at once.
+  std::map<std::string, std::vector<std::string>> candidates;
+  std::string args;
+  for (const auto& [lib, b] : lib_binary) {
+    std::error_code ec;
+    std::vector<std::string> c = {lib, fs::canonical(lib, ec).string()};
+    const std::vector<std::string> spellings = c;
+    for (const auto& s : spellings) {
+      if (absl::StartsWith(s, "/usr/")) {
+        c.push_back(s.substr(4));
+      } else if (!s.empty()) {
+        c.push_back("/usr" + s);
+      }
+    }
+    candidates[lib] = c;
+    for (const auto& x : c) {
+      if (!x.empty()) args += " " + Quote(x);
+    }
+  }
+  std::map<std::string, std::string> owner;  // path -> package
+  const CommandResult r = Run("dpkg-query -S" + args);
+  for (const auto& piece : absl::StrSplit(r.output, '\n')) {
+    const std::string l(piece);
+    const size_t sep = l.find(": /");
+    if (sep == std::string::npos || absl::StartsWith(l, "diversion")) continue;
+    const std::vector<std::string> pkgs = absl::StrSplit(l.substr(0, sep), ", ");
+    const std::string pkg = pkgs[0].substr(0, pkgs[0].find(':'));
+    owner[l.substr(sep + 2)] = pkg;
+  }
+  std::map<std::string, std::string> out;  // library -> package
+  for (const auto& [lib, c] : candidates) {
+    for (const auto& x : c) {
+      if (owner.count(x)) {
+        out[lib] = owner[x];
+        break;
+      }
+    }
+    if (!out.count(lib)) errors->push_back(absl::StrCat(lib, " (loaded by ", lib_binary[lib], ") belongs to no package"));
+  }
+  return out;
+}
+
+bool PackageExists(const std::string& name) {
+  if (Run("dpkg-query -W " + Quote(name)).exit_code == 0) return true;
+  const CommandResult r = Run("apt-cache show " + Quote(name));
+  return r.exit_code == 0 && absl::StrContains(r.output, "Package: " + name);
+}
+
+TEST(DeployFilesTest, RuntimeImageInstallsThePackageOfEveryLibraryTheBinariesLoad) {
+  if (!HaveCommand("ldd") || !HaveCommand("dpkg-query")) GTEST_SKIP() << "needs ldd and dpkg (Debian)";
+  const auto ins = ParseDockerfile();
+  int runtime = 0;
+  for (const auto& i : ins) runtime = std::max(runtime, i.stage);
+  const std::vector<std::string> listed = RuntimePackages(ins, runtime);
+  ASSERT_FALSE(listed.empty()) << "no `apt-get install` in the runtime stage";
+  const std::set<std::string> listed_set(listed.begin(), listed.end());
+  EXPECT_EQ(listed_set.size(), listed.size()) << "a package is listed twice";
+
+  std::vector<std::string> errors;
+  const auto packages = LibraryPackages(TesseraBinaries(), &errors);
+  for (const auto& e : errors) ADD_FAILURE() << e;
+  ASSERT_GE(packages.size(), 10u);
+  static const std::regex kSanitizer("^lib(asan|ubsan|tsan|lsan)[0-9]+$");  // sanitizer builds only
+  std::set<std::string> needed;
+  for (const auto& [lib, pkg] : packages) {
+    if (std::regex_match(pkg, kSanitizer)) continue;
+    needed.insert(pkg);
+    EXPECT_TRUE(listed_set.count(pkg)) << "deploy/docker/Dockerfile does not install " << pkg << ", which provides "
+                                       << lib;
+  }
+  for (const auto& p : listed) {
+    // jemalloc is linked only when the build enables it (not under sanitizers).
+    if (p != "libjemalloc2") {
+      EXPECT_TRUE(needed.count(p)) << "deploy/docker/Dockerfile installs " << p << ", which no binary loads";
+    }
+    EXPECT_TRUE(PackageExists(p)) << p << " is not a Debian package (apt-cache show)";
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// docs/operations.md
+
+// Command lines of a Markdown file: fenced code (continuations joined) and inline code spans.
+std::vector<std::pair<int, std::string>> CodeLines(const std::string& md) {
+  std::vector<std::pair<int, std::string>> out;
+  bool fenced = false;
+  std::string cur;
+  int number = 0, start = 0;
+  static const std::regex kSpan("`([^`]+)`");
+  for (const auto& piece : absl::StrSplit(md, '\n')) {
+    ++number;
+    const std::string l(piece);
+    if (absl::StartsWith(Trim(l), "```")) {
+      fenced = !fenced;
+      continue;
+    }
+    if (fenced) {
+      const std::string t = Trim(l);
+      if (cur.empty()) start = number;
+      if (!t.empty() && t.back() == '\\') {
+        cur += t.substr(0, t.size() - 1) + " ";
+        continue;
+      }
+      out.push_back({start, cur + t});
+      cur.clear();
+      continue;
+    }
+    for (auto it = std::sregex_iterator(l.begin(), l.end(), kSpan); it != std::sregex_iterator(); ++it) {
+      out.push_back({number, (*it)[1]});
+    }
+  }
+  return out;
+}
+
+// The Tessera commands of a shell line and their flags: binary -> flags.
+std::vector<std::pair<std::string, std::vector<std::string>>> TesseraCommands(const std::string& line) {
+  static const std::set<std::string> kSeparators = {"--", "&&", "||", "|", ";", "$", "sudo", "exec", "then", "do", "watch"};
+  std::vector<std::string> words;
+  for (const auto& w : absl::StrSplit(line, ' ', absl::SkipEmpty())) words.emplace_back(w);
+  std::vector<std::pair<std::string, std::vector<std::string>>> out;
+  bool at_start = true;
+  bool in_command = false;
+  bool after_image = false;  // the previous word is an image reference (docker run IMAGE CMD)
+  static const std::regex kImage(R"(^[a-z0-9][a-z0-9./-]*:[A-Za-z0-9._-]+$)");
+  for (std::string w : words) {
+    const bool separator = kSeparators.count(w) > 0;
+    if (absl::StartsWith(w, "$(")) {
+      w = w.substr(2);
+      at_start = true;
+    }
+    while (!w.empty() && std::string("`'\"[]").find(w.front()) != std::string::npos) w.erase(0, 1);
+    // A word that closes more parentheses than it opens ends a $(...) command.
+    const bool closes = std::count(w.begin(), w.end(), ')') > std::count(w.begin(), w.end(), '(');
+    while (!w.empty() && std::string("`'\")];").find(w.back()) != std::string::npos) w.pop_back();
+    if (separator) {
+      at_start = true;
+      in_command = false;
+      continue;
+    }
+    const std::string b = TesseraBinary(w);
+    const bool path = absl::StrContains(w, "/");
+    if (!b.empty() && (at_start || path || after_image)) {
+      out.push_back({b, {}});
+      in_command = true;
+    } else if (in_command && absl::StartsWith(w, "--")) {
+      out.back().second.push_back(w);
+    }
+    // Environment assignments (VAR=value) before a command keep it at the start.
+    at_start = std::regex_match(w, std::regex("^[A-Z_][A-Z0-9_]*=.*")) && at_start;
+    after_image = std::regex_match(w, kImage);
+    if (closes) in_command = false;
+  }
+  return out;
+}
+
+TEST(DeployFilesTest, OperationsGuideUsesRealFlagsAndMetrics) {
+  const std::string md = ReadFile(SourceDir() + "/docs/operations.md");
+  ASSERT_FALSE(md.empty());
+  int checked = 0;
+  for (const auto& [n, line] : CodeLines(md)) {
+    for (const auto& [binary, flags] : TesseraCommands(line)) {
+      for (const auto& word : flags) {
+        const auto f = ParseFlag(word, binary, "");
+        if (!f) continue;
+        ++checked;
+        EXPECT_TRUE(BinaryAcceptsFlag(binary, f->name))
+            << "docs/operations.md:" << n << ": " << binary << " has no flag --" << f->name << "\n  " << line;
+      }
+    }
+  }
+  EXPECT_GE(checked, 20) << "flags found in docs/operations.md commands";
+
+  // Every metric the guide names is exported by the code.
+  std::string sources;
+  for (const char* dir : {"common", "server", "client", "worker"}) {
+    for (const auto& p : FilesUnder(dir, [](const fs::path& p) { return p.extension() == ".cc"; })) {
+      sources += ReadFile(p.string());
+    }
+  }
+  const size_t begin = md.find("\n## Metrics");
+  ASSERT_NE(begin, std::string::npos) << "docs/operations.md has no '## Metrics' section";
+  const size_t end = md.find("\n## ", begin + 1);
+  const std::string section = md.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+  static const std::regex kMetric(R"(\btessera_[a-z0-9_]+)");
+  int metrics = 0;
+  for (auto it = std::sregex_iterator(section.begin(), section.end(), kMetric); it != std::sregex_iterator(); ++it) {
+    std::string name = (*it)[0];
+    for (const char* suffix : {"_bucket", "_count", "_sum"}) {
+      if (!absl::StrContains(sources, "\"" + name + "\"") && absl::EndsWith(name, suffix)) {
+        name = name.substr(0, name.size() - strlen(suffix));
+      }
+    }
+    ++metrics;
+    EXPECT_TRUE(absl::StrContains(sources, "\"" + name + "\"")) << "docs/operations.md names metric " << name
+                                                                << ", which no source file exports";
+  }
+  EXPECT_GE(metrics, 10);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/data/idx.h"
+#include "common/data/write.h"
 
 namespace tessera::testing {
 
@@ -215,17 +216,7 @@ absl::StatusOr<std::string> WriteFashionMnistLibsvm(const std::string& dir, cons
   auto data = data::ReadIdx(prefix + "-images-idx3-ubyte.gz", prefix + "-labels-idx1-ubyte.gz", 0, n);
   if (!data.ok()) return data.status();
   const std::string path = absl::StrCat(dir, "/", name);
-  std::ofstream out(path);
-  const size_t w = data->num_features;
-  for (size_t i = 0; i < data->size(); ++i) {
-    const int label = static_cast<int>(data->labels[i]);
-    out << (binary_positive >= 0 ? (label == binary_positive ? 1 : 0) : label);
-    for (size_t j = 0; j < w; ++j) {
-      const float v = data->dense[i * w + j];
-      if (v != 0.0f) out << ' ' << j + 1 << ':' << absl::StrFormat("%.4g", v);
-    }
-    out << '\n';
-  }
+  if (auto s = data::WriteLibsvm(*data, path, binary_positive); !s.ok()) return s;
   return path;
 }
 
