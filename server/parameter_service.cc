@@ -3,6 +3,7 @@
 #include "common/logging.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/fault.h"
 #include "common/float_codec.h"
 #include "common/status.h"
 
@@ -110,6 +111,7 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::Pull(grpc::CallbackServerContext
                                                      PullResponse* resp) {
   TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/Pull");
   RequestTimer timer(store_, false);
+  if (auto f = TESSERA_FAULT("server.pull"); f.fired()) return Finish(ctx, f.status());
   std::string* values = resp->mutable_values();
   absl::Status s = store_->Pull(ToPullArgs(*req), [values](size_t n) {
     values->resize(n * sizeof(float));
@@ -122,12 +124,14 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::Push(grpc::CallbackServerContext
                                                      PushResponse* resp) {
   TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/Push");
   RequestTimer timer(store_, true);
+  if (auto f = TESSERA_FAULT("server.push.before_apply"); f.fired()) return Finish(ctx, f.status());
   absl::Status s = CheckGradientBytes(req->gradients());
   if (s.ok()) {
     auto dup = store_->Push(ToPushArgs(*req));
     if (dup.ok()) resp->set_duplicate(*dup);
     s = dup.status();
   }
+  if (auto f = TESSERA_FAULT("server.push.after_apply"); s.ok() && f.fired()) return Finish(ctx, f.status());
   return Finish(ctx, s);
 }
 
@@ -135,6 +139,7 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::PushPull(grpc::CallbackServerCon
                                                          PushPullResponse* resp) {
   TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/PushPull");
   RequestTimer timer(store_, true);
+  if (auto f = TESSERA_FAULT("server.push.before_apply"); f.fired()) return Finish(ctx, f.status());
   absl::Status s = CheckGradientBytes(req->push().gradients());
   if (s.ok()) {
     auto dup = store_->Push(ToPushArgs(req->push()));
@@ -152,6 +157,7 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::PushPull(grpc::CallbackServerCon
       pull.length = req->push().keys().empty() ? req->push().gradients().size() / sizeof(float) : 0;
       pull.shard_map_version = req->push().shard_map_version();
     }
+    if (auto f = TESSERA_FAULT("server.push.after_apply"); f.fired()) return Finish(ctx, f.status());
     std::string* values = resp->mutable_values();
     s = store_->Pull(pull, [values](size_t n) {
       values->resize(n * sizeof(float));

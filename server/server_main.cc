@@ -93,6 +93,10 @@ int main(int argc, char** argv) {
   const std::string coordinator = absl::GetFlag(FLAGS_coordinator);
   const std::string checkpoint_root = data_dir.empty() ? std::string() : data_dir + "/checkpoints";
 
+  if (auto f = tessera::ConfigureFaultsFromFlagsAndEnv(); !f.ok()) {
+    std::fprintf(stderr, "tessera-server: --faults: %s\n", std::string(f.message()).c_str());
+    return 2;
+  }
   auto security = tessera::Security::Load(tessera::SecurityOptionsFromFlags());
   if (!security.ok()) {
     std::fprintf(stderr, "tessera-server: %s\n", std::string(security.status().message()).c_str());

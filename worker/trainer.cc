@@ -9,6 +9,7 @@
 #include "absl/synchronization/notification.h"
 #include "client/coordinator_client.h"
 #include "client/kv_client.h"
+#include "common/fault.h"
 #include "common/hash.h"
 #include "common/logging.h"
 #include "common/status.h"
@@ -306,6 +307,10 @@ absl::Status Trainer::TrainChunk(const AcquireLeaseResponse& lease, const ChunkD
     Slot& cur = slots[b % 2];
     Slot& next = slots[(b + 1) % 2];
     const data::Batch batch = batch_of(b);
+    if (auto f = TESSERA_FAULT("worker.batch"); f.fired()) {
+      (void)drain();
+      return f.status();
+    }
     if (!async) {
       RETURN_IF_ERROR(wait_clock(ClockRequest::COMPUTE));
       start_pull(b, cur);

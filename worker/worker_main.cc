@@ -56,6 +56,10 @@ int main(int argc, char** argv) {
     o.name = absl::StrCat(host, "-", getpid());
   }
   o.threads = absl::GetFlag(FLAGS_threads);
+  if (auto f = tessera::ConfigureFaultsFromFlagsAndEnv(); !f.ok()) {
+    std::fprintf(stderr, "tessera-worker: --faults: %s\n", std::string(f.message()).c_str());
+    return 2;
+  }
   auto security = tessera::Security::Load(tessera::SecurityOptionsFromFlags());
   if (!security.ok()) {
     std::fprintf(stderr, "tessera-worker: %s\n", std::string(security.status().message()).c_str());

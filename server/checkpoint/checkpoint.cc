@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/fault.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -651,6 +652,8 @@ absl::StatusOr<SaveCheckpointResponse> SaveInto(ShardStore& store, const std::st
   }
   const std::string manifest_path = JoinPath(dir, kManifestName);
   const std::string text = SerializeManifest(prefix, manifest);
+  // Every table file is durable; the manifest makes the checkpoint complete.
+  if (auto f = TESSERA_FAULT("checkpoint.save.before_manifest"); f.fired()) return f.status();
   RETURN_IF_ERROR(WriteFileAtomically(manifest_path, text));
   resp.add_files(manifest_path);
   resp.set_bytes(resp.bytes() + text.size());
@@ -808,12 +811,28 @@ CheckpointHooks MakeCheckpointHooks(ShardStore* store, std::string default_root)
                 root_of](const tessera::v1::SaveCheckpointRequest& req) -> absl::StatusOr<SaveCheckpointResponse> {
     ASSIGN_OR_RETURN(const std::string root, root_of(req.dir()));
     absl::MutexLock lock(mu.get());
-    return SaveCheckpoint(*store, root, req.prefix(), req.checkpoint_id());
+    auto saved = SaveCheckpoint(*store, root, req.prefix(), req.checkpoint_id());
+    if (saved.ok() && req.keep() > 0) {
+      // Keep the newest `keep` checkpoints (this one included); older ones only cost disk.
+      auto ids = ListCheckpoints(root, req.prefix());
+      if (ids.ok() && ids->size() > req.keep()) {
+        for (size_t i = 0; i + req.keep() < ids->size(); ++i) {
+          if (auto d = DeleteCheckpoint(root, req.prefix(), (*ids)[i]); !d.ok()) {
+            spdlog::warn("pruning checkpoint {} of {}: {}", (*ids)[i], req.prefix(), d.ToString());
+          }
+        }
+      }
+    }
+    return saved;
   };
   hooks.load = [store, mu,
                 root_of](const tessera::v1::LoadCheckpointRequest& req) -> absl::StatusOr<LoadCheckpointResponse> {
     ASSIGN_OR_RETURN(const std::string root, root_of(req.dir()));
     absl::MutexLock lock(mu.get());
+    if (req.verify_only()) {
+      RETURN_IF_ERROR(VerifyCheckpoint(root, req.prefix(), req.checkpoint_id()));
+      return LoadCheckpointResponse();
+    }
     return LoadCheckpoint(*store, root, req.prefix(), req.checkpoint_id());
   };
   return hooks;

@@ -1031,6 +1031,12 @@ absl::StatusOr<CheckpointInfo> Coordinator::Checkpoint(uint64_t job_id) {
   req.set_prefix(JobTablePrefix(job_id));
   req.set_checkpoint_id(info.checkpoint_id());
   req.set_dir(info.dir());
+  uint32_t keep = 3;
+  {
+    absl::MutexLock lock(&mu_);
+    if (const JobRecord* job = FindJob(job_id)) keep = std::max<uint32_t>(1, job->status().spec().checkpoint().keep());
+  }
+  req.set_keep(keep);
   std::vector<absl::StatusOr<SaveCheckpointResponse>> results(shards.size(), absl::UnknownError(""));
   {
     std::vector<std::thread> threads;
@@ -1104,16 +1110,22 @@ absl::StatusOr<CheckpointInfo> Coordinator::Restore(uint64_t job_id, uint64_t ch
   req.set_prefix(JobTablePrefix(job_id));
   req.set_checkpoint_id(info.checkpoint_id());
   req.set_dir(info.dir());
-  std::vector<absl::Status> results(shards.size());
-  {
+  // Two phases: every shard verifies its files first, so a damaged part changes nothing anywhere.
+  for (const bool verify : {true, false}) {
+    req.set_verify_only(verify);
+    std::vector<absl::Status> results(shards.size());
     std::vector<std::thread> threads;
     for (size_t i = 0; i < shards.size(); ++i) {
       threads.emplace_back([&, i] { results[i] = fleet_->LoadCheckpoint(shards[i].second, req).status(); });
     }
     for (auto& t : threads) t.join();
-  }
-  for (size_t i = 0; i < shards.size(); ++i) {
-    if (!results[i].ok()) return Annotate(results[i], absl::StrCat("restoring shard ", shards[i].first));
+    for (size_t i = 0; i < shards.size(); ++i) {
+      if (!results[i].ok()) {
+        return Annotate(results[i], absl::StrCat(verify ? "checkpoint " : "restoring checkpoint ", info.checkpoint_id(),
+                                                 " on shard ", shards[i].first,
+                                                 verify ? " is damaged; nothing was changed" : ""));
+      }
+    }
   }
   Callbacks wake;
   {

@@ -92,6 +92,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "tessera-coordinator: --heartbeat_timeout must exceed --heartbeat_interval, and --lease_timeout must be > 0\n");
     return 2;
   }
+  if (auto f = tessera::ConfigureFaultsFromFlagsAndEnv(); !f.ok()) {
+    std::fprintf(stderr, "tessera-coordinator: --faults: %s\n", std::string(f.message()).c_str());
+    return 2;
+  }
   auto security = tessera::Security::Load(tessera::SecurityOptionsFromFlags());
   if (!security.ok()) {
     std::fprintf(stderr, "tessera-coordinator: %s\n", std::string(security.status().message()).c_str());

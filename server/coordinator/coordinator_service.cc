@@ -1,5 +1,6 @@
 #include "server/coordinator/coordinator_service.h"
 
+#include "common/fault.h"
 #include "common/status.h"
 
 namespace tessera::coordinator {
@@ -89,6 +90,9 @@ grpc::ServerUnaryReactor* CoordinatorServiceImpl::RegisterWorker(Ctx* ctx, const
 grpc::ServerUnaryReactor* CoordinatorServiceImpl::AcquireLease(Ctx* ctx, const AcquireLeaseRequest* req,
                                                                AcquireLeaseResponse* resp) {
   TESSERA_AUTHENTICATE("/tessera.v1.CoordinatorService/AcquireLease");
+  if (auto f = TESSERA_FAULT("coordinator.acquire_lease"); f.fired()) {
+    return Reply(ctx, absl::StatusOr<AcquireLeaseResponse>(f.status()), resp);
+  }
   return Reply(ctx, coordinator_->AcquireLease(*req), resp);
 }
 
@@ -101,7 +105,11 @@ grpc::ServerUnaryReactor* CoordinatorServiceImpl::RenewLease(Ctx* ctx, const Ren
 grpc::ServerUnaryReactor* CoordinatorServiceImpl::CompleteLease(Ctx* ctx, const CompleteLeaseRequest* req,
                                                                 CompleteLeaseResponse* resp) {
   TESSERA_AUTHENTICATE("/tessera.v1.CoordinatorService/CompleteLease");
-  return Reply(ctx, coordinator_->CompleteLease(*req), resp);
+  auto r = coordinator_->CompleteLease(*req);
+  if (auto f = TESSERA_FAULT("coordinator.complete_lease.after"); r.ok() && f.fired()) {
+    r = f.status();
+  }
+  return Reply(ctx, std::move(r), resp);
 }
 
 grpc::ServerUnaryReactor* CoordinatorServiceImpl::Clock(Ctx* ctx, const ClockRequest* req, ClockResponse* resp) {

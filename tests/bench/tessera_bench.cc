@@ -75,7 +75,7 @@ ABSL_FLAG(int, inflight, 0,
           "--dense_inflight, --sparse_inflight, --small_inflight.");
 ABSL_FLAG(int, dense_inflight, 8, "Dense requests in flight (when --inflight is 0).");
 ABSL_FLAG(int, sparse_inflight, 4, "Sparse 100k-key requests in flight (when --inflight is 0).");
-ABSL_FLAG(int, small_inflight, 128, "Small requests in flight (when --inflight is 0).");
+ABSL_FLAG(int, small_inflight, 256, "Small requests in flight (when --inflight is 0).");
 ABSL_FLAG(int, connections, 1, "TCP connections per server (KvClientOptions::connections_per_server).");
 ABSL_FLAG(bool, unix_socket, false,
           "Reach shard 0 over a Unix-domain socket: the server started here listens on one; with --servers, "
@@ -180,13 +180,11 @@ struct Figure {
   int cmp = 0;  // +1: target is a minimum, -1: a maximum, 0: no target
   double target = 0;
   double client_cores = -1, server_cores = -1;
+  double per_cpu_second = -1;  // median over the runs of value / (client_cores + server_cores)
 
   // Figure per CPU-second spent by client and servers together: steadier than the figure itself on a
   // shared machine, and what a change to the wire path should move. -1 when unknown.
-  double PerCpuSecond() const {
-    const double cores = client_cores + server_cores;
-    return client_cores < 0 || server_cores < 0 || cores <= 0 ? -1 : value / cores;
-  }
+  double PerCpuSecond() const { return per_cpu_second; }
   std::string TargetText() const { return cmp == 0 ? "-" : absl::StrCat(cmp > 0 ? ">= " : "<= ", Num(target)); }
   bool Met() const { return cmp == 0 || (cmp > 0 ? value >= target : value <= target); }
 };
@@ -408,7 +406,7 @@ absl::StatusOr<Window> Bench::OpenLoop(int inflight, absl::FunctionRef<KvFuture(
 
 absl::Status Bench::Throughput(const std::string& key, const std::string& unit, int cmp, double target, int inflight,
                                double units_per_op, absl::FunctionRef<KvFuture(int, uint64_t)> issue) {
-  std::vector<double> values, client, server;
+  std::vector<double> values, client, server, per_cpu;
   for (int r = 0; r < repeat_; ++r) {
     std::fprintf(stderr, "tessera-bench: %s (%d in flight)%s\n", key.c_str(), inflight,
                  repeat_ > 1 ? absl::StrCat(" run ", r + 1, "/", repeat_).c_str() : "");
@@ -417,6 +415,9 @@ absl::Status Bench::Throughput(const std::string& key, const std::string& unit, 
     values.push_back(units_per_op * static_cast<double>(w->ops) / w->seconds);
     client.push_back(w->client_cores);
     server.push_back(w->server_cores);
+    if (w->client_cores >= 0 && w->server_cores >= 0 && w->client_cores + w->server_cores > 0) {
+      per_cpu.push_back(values.back() / (w->client_cores + w->server_cores));
+    }
     if (repeat_ > 1) std::fprintf(stderr, "tessera-bench:   run %d: %s %s\n", r + 1, Num(values.back()).c_str(), unit.c_str());
   }
   Figure f;
@@ -427,6 +428,7 @@ absl::Status Bench::Throughput(const std::string& key, const std::string& unit, 
   f.target = target;
   f.client_cores = Median(client);
   f.server_cores = Median(server);
+  if (per_cpu.size() == values.size()) f.per_cpu_second = Median(per_cpu);
   Add(std::move(f));
   return absl::OkStatus();
 }
