@@ -86,9 +86,7 @@ absl::Status MiniCluster::Start() {
   if (auto s = StartCoordinatorProcess(0); !s.ok()) return s;
   client::CoordinatorClientOptions co;
   co.retry_for = absl::Seconds(20);
-  if (!options_.cli_flags.empty()) {
-    // Tests with security flags build their own clients.
-  }
+  co.security = options_.security;
   client_ = std::make_unique<client::CoordinatorClient>(coordinator_address_, co);
   for (int i = 0; i < options_.servers; ++i) {
     auto d = StartServerProcess(i, 0);

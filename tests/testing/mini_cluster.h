@@ -28,6 +28,8 @@ struct MiniClusterOptions {
   std::vector<std::string> worker_flags;
   std::vector<std::string> cli_flags;
   bool metrics = false;
+  // Security for the cluster's own client (match the daemons' flags).
+  std::shared_ptr<const Security> security;
 };
 
 struct CommandResult {
