@@ -344,6 +344,7 @@ absl::Status Bench::ConnectClient() {
   o.total_timeout = absl::Seconds(20);
   if (!unix_path_.empty()) o.address_overrides[0] = "unix:" + unix_path_;
   ASSIGN_OR_RETURN(client_, KvClient::Connect(addresses_, o));
+  for (auto& st : client_->ServerStatus()) RETURN_IF_ERROR(Annotate(st.status(), "server status"));
   if (addresses_.size() > 1) RETURN_IF_ERROR(client_->InstallShardMap());
   (void)client_->DropTables("bench.");
   return absl::OkStatus();
