@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -56,6 +57,8 @@ struct Trainer::State {
   std::atomic<bool> lease_lost{false};
   std::atomic<bool> job_over{false};
 
+  // Datasets already checked by Model::Validate (a cached IDX file serves many chunks).
+  std::set<const data::Dataset*> validated;
   // Clock of the current epoch.
   uint32_t epoch = UINT32_MAX;
   uint64_t clock = 0;
@@ -184,7 +187,11 @@ absl::Status Trainer::Run() {
     }
 
     auto data = s.cache->Load(lease->chunk());
-    absl::Status st = data.ok() ? s.model->Validate(*data->data) : data.status();
+    absl::Status st = data.status();
+    if (st.ok() && !s.validated.count(data->data.get())) {
+      st = s.model->Validate(*data->data);
+      if (st.ok()) s.validated.insert(data->data.get());
+    }
     if (!st.ok()) {
       // Bad data is the job's problem, not this worker's: fail the job with the file:line message.
       spdlog::error("worker '{}': {}", options_.name, st);

@@ -28,7 +28,12 @@ int main(int argc, char** argv) {
     const std::string core = tessera::worker::RecommendedBlasCoreType();
     if (!core.empty()) {
       setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
-      execv("/proc/self/exe", argv);  // returns only on failure; then carry on with the slow kernels
+      char self[4096];
+      const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+      if (n > 0) {
+        self[n] = '\0';
+        execv(self, argv);  // returns only on failure; then carry on with the slow kernels
+      }
     }
   }
   tessera::BlockShutdownSignals();

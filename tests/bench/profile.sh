@@ -8,7 +8,8 @@
 #   BUILD=build-bench KEEP=1 tests/bench/profile.sh sparse_push_keys_per_s
 #
 # Environment: BUILD (build directory, default <repo>/build), PERF_CG (perf call-graph option,
-# default "--call-graph dwarf,16384"; empty for flat profiles), KEEP=1 keeps the perf data.
+# default "--call-graph dwarf,16384"; empty for flat profiles, whose categories then see only the
+# sampled function), KEEP=1 keeps the perf data.
 # Needs `perf` (Debian package linux-perf) and perf_event_paranoid <= 2 for user-space profiles.
 set -euo pipefail
 if [ $# -lt 1 ]; then
@@ -49,7 +50,11 @@ SERVER_PID=
 echo "== tessera-bench --only=$FIGURE $*"
 cat "$DIR/bench.json"
 for side in server client; do
-  perf script -i "$DIR/$side.data" 2>/dev/null > "$DIR/$side.txt" || true
+  if [ -n "$PERF_CG" ]; then
+    perf script -i "$DIR/$side.data" 2>/dev/null > "$DIR/$side.txt" || true
+  else  # one line per sample: "  ip symbol (dso)", read as a one-frame stack
+    perf script -F ip,sym,dso -i "$DIR/$side.data" 2>/dev/null | awk '{print "\t" $0; print ""}' > "$DIR/$side.txt" || true
+  fi
   echo
   echo "== $side: CPU by cost category (share of the side's samples)"
   python3 - "$DIR/$side.txt" <<'PY'
@@ -99,5 +104,5 @@ print(f"  ({total} samples)")
 PY
   echo "== $side: top symbols"
   perf report -i "$DIR/$side.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null |
-    grep -v '^#' | grep -v '^$' | sed -E 's/ +/ /g' | cut -c1-140 | head -15
+    grep -v '^#' | grep -v '^$' | sed -E 's/ +/ /g; s/ - - *$//' | cut -c1-140 | awk 'NR <= 15' || true
 done

@@ -145,11 +145,18 @@ double Median(std::vector<double> v) {
   return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-double Percentile(std::vector<double>& sorted_or_not, double q) {
-  if (sorted_or_not.empty()) return 0;
-  std::sort(sorted_or_not.begin(), sorted_or_not.end());
-  const size_t i = std::min(sorted_or_not.size() - 1, static_cast<size_t>(q * static_cast<double>(sorted_or_not.size())));
-  return sorted_or_not[i];
+// The q-quantile (nearest rank) of `v`; sorts it.
+double Percentile(std::vector<double>& v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())))];
+}
+
+// The last `max_bytes` of a file (a daemon's log, for error messages).
+std::string FileTail(const std::string& path, size_t max_bytes = 2000) {
+  std::ifstream f(path);
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return s.size() > max_bytes ? s.substr(s.size() - max_bytes) : s;
 }
 
 std::string Num(double v) {
@@ -205,6 +212,13 @@ struct ServerProcess {
 
 class Bench {
  public:
+  Bench() = default;
+  ~Bench() {
+    client_.reset();
+    for (auto& s : servers_) s.process.reset();  // by PID: SIGTERM, then SIGKILL after 5 s
+    if (!dir_.empty()) RemoveTree(dir_);
+  }
+  // Starts or connects to the servers, measures the figures --only asks for and prints them.
   absl::Status Run();
 
  private:
@@ -219,7 +233,7 @@ class Bench {
   // Keeps `inflight` calls outstanding (issue(slot, n) starts call n in buffer slot `slot`) for the
   // warm-up and then `seconds_`; returns the measured window.
   absl::StatusOr<Window> OpenLoop(int inflight, absl::FunctionRef<KvFuture(int, uint64_t)> issue);
-  // Runs OpenLoop repeat_ times and records figure `key` = units_per_op * ops / seconds / divisor.
+  // Runs OpenLoop repeat_ times and records figure `key` = median of units_per_op * ops / seconds.
   absl::Status Throughput(const std::string& key, const std::string& unit, int cmp, double target, int inflight,
                           double units_per_op, absl::FunctionRef<KvFuture(int, uint64_t)> issue);
   void Add(Figure f);
@@ -241,13 +255,6 @@ class Bench {
   int repeat_ = 1;
   std::vector<Figure> figures_;
   std::vector<std::pair<std::string, std::string>> info_;  // extra JSON members (already encoded values)
-
- public:
-  ~Bench() {
-    client_.reset();
-    for (auto& s : servers_) s.process.reset();  // SIGTERM, then SIGKILL after 5 s; by PID
-    if (!dir_.empty()) RemoveTree(dir_);
-  }
 };
 
 bool Bench::Wanted(absl::string_view key) const {
@@ -325,7 +332,10 @@ absl::Status Bench::StartServers() {
     o.log_file = sp.log_file;
     ASSIGN_OR_RETURN(sp.process, Subprocess::Start(o));
     auto port = WaitForPortFile(port_file, absl::Seconds(20), sp.process.get());
-    if (!port.ok()) return Annotate(port.status(), absl::StrCat("starting ", binary, " (log: ", sp.log_file, ")"));
+    if (!port.ok()) {
+      return absl::Status(port.status().code(), absl::StrCat("starting ", binary, ": ", port.status().message(),
+                                                             "\nits log ends with:\n", FileTail(sp.log_file)));
+    }
     sp.address = absl::StrCat("127.0.0.1:", *port);
     std::fprintf(stderr, "tessera-bench: server %d pid %d on %s%s\n", i, static_cast<int>(sp.process->pid()),
                  sp.address.c_str(), i == 0 ? absl::StrCat(" and unix:", unix_path_).c_str() : "");
