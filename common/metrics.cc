@@ -7,6 +7,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/logging.h"
+#include "common/rpc.h"
 
 namespace tessera {
 
@@ -139,6 +141,20 @@ absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetricsServer(const st
   exposer->RegisterCollectable(metrics->collector_);
   const auto ports = exposer->GetListeningPorts();
   if (bound_port != nullptr) *bound_port = ports.empty() ? 0 : ports[0];
+  return exposer;
+}
+
+absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetricsServerFromFlags(const std::string& host, int port,
+                                                                                const std::string& port_file,
+                                                                                Metrics* metrics) {
+  if (port < 0) return std::unique_ptr<prometheus::Exposer>();
+  int bound = 0;
+  auto exposer = StartMetricsServer(host, port, metrics, &bound);
+  if (!exposer.ok()) return exposer.status();
+  spdlog::info("metrics on http://{}/metrics", JoinHostPort(host, bound));
+  if (!port_file.empty()) {
+    if (auto s = WritePortFile(port_file, bound); !s.ok()) return s;
+  }
   return exposer;
 }
 

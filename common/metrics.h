@@ -65,6 +65,12 @@ class Metrics {
 absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetricsServer(const std::string& host, int port,
                                                                        Metrics* metrics, int* bound_port);
 
+// A daemon's --metrics_port handling: nothing when `port` < 0; otherwise starts the endpoint,
+// logs its URL and writes the bound port to `port_file` (when not empty).
+absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetricsServerFromFlags(const std::string& host, int port,
+                                                                                const std::string& port_file,
+                                                                                Metrics* metrics);
+
 // Builders for scrape-time families.
 prometheus::MetricFamily GaugeFamily(const std::string& name, const std::string& help);
 void AddGauge(prometheus::MetricFamily* family, std::map<std::string, std::string> labels, double value);

@@ -20,12 +20,50 @@
 extern char** environ;
 
 namespace tessera {
+namespace {
+
+struct ChildArgs {
+  char** argv;
+  char** envp;
+  int log_fd;
+  bool kill_with_parent;
+  pid_t parent;
+};
+
+// Runs in the child between vfork() and execve(): system calls only, no memory writes.
+[[noreturn]] void ExecChild(const ChildArgs& a) {
+  if (a.kill_with_parent) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != a.parent) ::_exit(127);
+  }
+  // The parent may block shutdown signals for sigwait(); the child starts with a clean mask.
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  if (a.log_fd >= 0) {
+    ::dup2(a.log_fd, STDOUT_FILENO);
+    ::dup2(a.log_fd, STDERR_FILENO);
+  }
+  ::execve(a.argv[0], a.argv, a.envp);
+  ::_exit(127);
+}
+
+// vfork, not fork: fork runs pthread_atfork handlers (gRPC registers some) in a multithreaded
+// parent and in the child, which can trip gRPC's internal assertions. Kept out of line so no
+// caller variables live across vfork().
+__attribute__((noinline)) pid_t Spawn(const ChildArgs& args) {
+  const pid_t pid = ::vfork();
+  if (pid == 0) ExecChild(args);
+  return pid;
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const SubprocessOptions& options) {
   if (::access(options.binary.c_str(), X_OK) != 0) {
     return absl::NotFoundError(absl::StrCat("cannot execute ", options.binary, ": ", std::strerror(errno)));
   }
-  // Everything the child needs is prepared before fork(): after it, only async-signal-safe calls.
+  // Everything the child needs is prepared before vfork(): after it, only system calls.
   std::vector<std::string> argv_storage;
   argv_storage.push_back(options.binary);
   argv_storage.insert(argv_storage.end(), options.args.begin(), options.args.end());
@@ -46,34 +84,16 @@ absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const SubprocessOp
   for (auto& e : env_storage) envp.push_back(e.data());
   envp.push_back(nullptr);
 
-  int log_fd = -1;
-  if (!options.log_file.empty()) {
-    log_fd = ::open(options.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (log_fd < 0) {
-      return absl::InternalError(absl::StrCat("cannot open log file ", options.log_file, ": ", std::strerror(errno)));
-    }
+  const int log_fd =
+      options.log_file.empty() ? -1 : ::open(options.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (!options.log_file.empty() && log_fd < 0) {
+    return absl::InternalError(absl::StrCat("cannot open log file ", options.log_file, ": ", std::strerror(errno)));
   }
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
+  const ChildArgs child{argv.data(), envp.data(), log_fd, options.kill_with_parent, ::getpid()};
+  const pid_t pid = Spawn(child);
   if (pid < 0) {
     if (log_fd >= 0) ::close(log_fd);
-    return absl::InternalError(absl::StrCat("fork failed: ", std::strerror(errno)));
-  }
-  if (pid == 0) {
-    if (options.kill_with_parent) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(127);
-    }
-    // The parent may block shutdown signals for sigwait(); the child starts with a clean mask.
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (log_fd >= 0) {
-      ::dup2(log_fd, STDOUT_FILENO);
-      ::dup2(log_fd, STDERR_FILENO);
-    }
-    ::execve(argv[0], argv.data(), envp.data());
-    ::_exit(127);
+    return absl::InternalError(absl::StrCat("vfork failed: ", std::strerror(errno)));
   }
   if (log_fd >= 0) ::close(log_fd);
   const std::string name = std::filesystem::path(options.binary).filename().string();

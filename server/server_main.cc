@@ -125,17 +125,11 @@ int main(int argc, char** argv) {
   spdlog::info("tessera-server listening on {}{} ({})", tessera::JoinHostPort(rpc.host, running->port),
                rpc.unix_socket.empty() ? "" : absl::StrCat(" and unix:", rpc.unix_socket), (*security)->Describe());
 
-  std::unique_ptr<prometheus::Exposer> exposer;
-  if (const int mp = absl::GetFlag(FLAGS_metrics_port); mp >= 0) {
-    int bound = 0;
-    auto e = tessera::StartMetricsServer(rpc.host, mp, &metrics, &bound);
-    if (!e.ok()) {
-      spdlog::error("{}", e.status());
-      return 1;
-    }
-    exposer = std::move(e).value();
-    spdlog::info("metrics on http://{}/metrics", tessera::JoinHostPort(rpc.host, bound));
-    if (const std::string f = absl::GetFlag(FLAGS_metrics_port_file); !f.empty()) (void)tessera::WritePortFile(f, bound);
+  auto exposer = tessera::StartMetricsServerFromFlags(rpc.host, absl::GetFlag(FLAGS_metrics_port),
+                                                      absl::GetFlag(FLAGS_metrics_port_file), &metrics);
+  if (!exposer.ok()) {
+    spdlog::error("{}", exposer.status());
+    return 1;
   }
 
   std::unique_ptr<tessera::server::CoordinatorLink> link;

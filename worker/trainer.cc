@@ -23,17 +23,6 @@ namespace tessera::worker {
 using namespace tessera::v1;  // NOLINT
 
 namespace {
-ModelConfig ToModelConfig(const ModelSpec& m) {
-  ModelConfig c;
-  c.type = m.type();
-  c.num_features = m.num_features();
-  c.num_classes = m.num_classes();
-  c.factor_dim = m.factor_dim();
-  c.hidden.assign(m.hidden().begin(), m.hidden().end());
-  c.seed = m.seed();
-  return c;
-}
-
 // Thrown-away work is not an error: these tell the loop why a chunk stopped early.
 absl::Status LeaseLost() { return absl::AbortedError("lease lost"); }
 }  // namespace
@@ -113,7 +102,7 @@ absl::Status Trainer::Run() {
   s.consistency = spec.training().consistency();
   s.staleness = spec.training().consistency() == "ssp" ? spec.training().staleness() : 0;
   s.batch_size = std::max(1u, spec.training().batch_size());
-  ASSIGN_OR_RETURN(s.model, Model::Create(ToModelConfig(spec.model())));
+  ASSIGN_OR_RETURN(s.model, Model::Create(ModelConfigFromSpec(spec.model())));
   s.cache = std::make_unique<DataCache>(spec.data().format(), spec.model().num_features(),
                                         static_cast<int>(spec.model().num_classes()));
   client::KvClientOptions ko;

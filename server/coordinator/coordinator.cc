@@ -24,6 +24,16 @@ namespace {
 constexpr uint32_t kPending = 0, kLeased = 1, kDone = 2;
 constexpr uint32_t kWaitRetryMs = 200;
 
+absl::Status JobNotFound(uint64_t job_id) {
+  return absl::NotFoundError(absl::StrCat("job ", job_id, " does not exist"));
+}
+
+// Marks a worker seen now.
+void Touch(WorkerRecord* w) {
+  w->set_last_seen_unix_ms(absl::ToUnixMillis(absl::Now()));
+  w->set_alive(true);
+}
+
 // The job id of a table named "job-<id>/...", or 0.
 uint64_t JobIdOfTable(absl::string_view name) {
   if (!absl::ConsumePrefix(&name, "job-")) return 0;
@@ -534,7 +544,7 @@ absl::StatusOr<JobStatus> Coordinator::GetJob(uint64_t job_id) const {
       return st;
     }
   }
-  return absl::NotFoundError(absl::StrCat("job ", job_id, " does not exist"));
+  return JobNotFound(job_id);
 }
 
 absl::StatusOr<JobStatus> Coordinator::CancelJob(uint64_t job_id) {
@@ -543,7 +553,7 @@ absl::StatusOr<JobStatus> Coordinator::CancelJob(uint64_t job_id) {
   {
     absl::MutexLock lock(&mu_);
     JobRecord* job = FindJob(job_id);
-    if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, " does not exist"));
+    if (job == nullptr) return JobNotFound(job_id);
     if (JobOver(*job)) {
       return absl::FailedPreconditionError(
           absl::StrCat("job ", job_id, " already ended (", JobState_Name(job->status().state()), ")"));
@@ -562,7 +572,7 @@ absl::StatusOr<JobStatus> Coordinator::FailJob(const FailJobRequest& req) {
   {
     absl::MutexLock lock(&mu_);
     JobRecord* job = FindJob(req.job_id());
-    if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", req.job_id(), " does not exist"));
+    if (job == nullptr) return JobNotFound(req.job_id());
     const WorkerRecord* w = FindWorker(*job, req.worker_id());
     FinishJob(*job, FAILED, absl::StrCat(w ? w->name() : absl::StrCat("worker ", req.worker_id()), ": ", req.message()),
               &wake);
@@ -608,7 +618,7 @@ absl::StatusOr<RegisterWorkerResponse> Coordinator::RegisterWorker(const Registe
   {
     absl::MutexLock lock(&mu_);
     JobRecord* job = FindJob(req.job_id());
-    if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", req.job_id(), " does not exist"));
+    if (job == nullptr) return JobNotFound(req.job_id());
     if (JobOver(*job)) {
       return absl::FailedPreconditionError(
           absl::StrCat("job ", req.job_id(), " already ended (", JobState_Name(job->status().state()), ")"));
@@ -685,15 +695,14 @@ absl::StatusOr<AcquireLeaseResponse> Coordinator::AcquireLease(const AcquireLeas
   {
     absl::MutexLock lock(&mu_);
     JobRecord* job = FindJob(req.job_id());
-    if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", req.job_id(), " does not exist"));
+    if (job == nullptr) return JobNotFound(req.job_id());
     WorkerRecord* worker = FindWorker(*job, req.worker_id());
     if (worker == nullptr) {
       return absl::FailedPreconditionError(
           absl::StrCat("worker ", req.worker_id(), " is not registered for job ", req.job_id(), "; register first"));
     }
     const absl::Time now = absl::Now();
-    worker->set_last_seen_unix_ms(ToMs(now));
-    worker->set_alive(true);
+    Touch(worker);
     JobStatus* st = job->mutable_status();
     resp.set_job_state(st->state());
     if (JobOver(*job)) {
@@ -818,12 +827,9 @@ absl::StatusOr<RenewLeaseResponse> Coordinator::RenewLease(const RenewLeaseReque
   RenewLeaseResponse resp;
   absl::MutexLock lock(&mu_);
   JobRecord* job = FindJob(req.job_id());
-  if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", req.job_id(), " does not exist"));
+  if (job == nullptr) return JobNotFound(req.job_id());
   WorkerRecord* worker = FindWorker(*job, req.worker_id());
-  if (worker != nullptr) {
-    worker->set_last_seen_unix_ms(ToMs(absl::Now()));
-    worker->set_alive(true);
-  }
+  if (worker != nullptr) Touch(worker);
   if (JobOver(*job)) {
     resp.set_result(RenewLeaseResponse::JOB_OVER);
     return resp;
@@ -847,12 +853,9 @@ absl::StatusOr<CompleteLeaseResponse> Coordinator::CompleteLease(const CompleteL
   {
     absl::MutexLock lock(&mu_);
     JobRecord* job = FindJob(req.job_id());
-    if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", req.job_id(), " does not exist"));
+    if (job == nullptr) return JobNotFound(req.job_id());
     WorkerRecord* worker = FindWorker(*job, req.worker_id());
-    if (worker != nullptr) {
-      worker->set_last_seen_unix_ms(ToMs(absl::Now()));
-      worker->set_alive(true);
-    }
+    if (worker != nullptr) Touch(worker);
     for (int i = 0; i < job->leases_size(); ++i) {
       const LeaseRecord& l = job->leases(i);
       if (l.lease_id() != req.lease_id() || l.worker_id() != req.worker_id()) continue;
@@ -959,14 +962,13 @@ void Coordinator::Clock(const ClockRequest& req, std::function<void(absl::Status
     absl::MutexLock lock(&mu_);
     JobRecord* job = FindJob(req.job_id());
     if (job == nullptr) {
-      now_answer = absl::NotFoundError(absl::StrCat("job ", req.job_id(), " does not exist"));
+      now_answer = JobNotFound(req.job_id());
     } else {
       WorkerRecord* worker = FindWorker(*job, req.worker_id());
       if (worker == nullptr) {
         now_answer = absl::FailedPreconditionError(absl::StrCat("worker ", req.worker_id(), " is not registered"));
       } else {
-        worker->set_last_seen_unix_ms(ToMs(absl::Now()));
-        worker->set_alive(true);
+        Touch(worker);
         JobRuntime& rt = jobs_[req.job_id()];
         if (!job->evaluating() && req.epoch() == job->status().epoch()) {
           uint64_t& c = rt.clocks[req.worker_id()];
@@ -1004,7 +1006,7 @@ absl::StatusOr<CheckpointInfo> Coordinator::Checkpoint(uint64_t job_id) {
   {
     absl::MutexLock lock(&mu_);
     JobRecord* job = FindJob(job_id);
-    if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, " does not exist"));
+    if (job == nullptr) return JobNotFound(job_id);
     for (const auto& s : state_.servers()) {
       if (!s.in_map()) continue;
       if (!servers_[s.server_id()].alive) {
@@ -1087,7 +1089,7 @@ absl::StatusOr<CheckpointInfo> Coordinator::Restore(uint64_t job_id, uint64_t ch
   {
     absl::MutexLock lock(&mu_);
     JobRecord* job = FindJob(job_id);
-    if (job == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, " does not exist"));
+    if (job == nullptr) return JobNotFound(job_id);
     const CheckpointInfo* found = nullptr;
     for (const auto& c : job->status().checkpoints()) {
       if (!c.complete()) continue;

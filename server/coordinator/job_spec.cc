@@ -45,20 +45,10 @@ absl::Status Invalid(absl::string_view field, const std::string& value, absl::st
   return absl::InvalidArgumentError(absl::StrCat(field, " = ", value, ": ", why));
 }
 
-worker::ModelConfig ToModelConfig(const tessera::v1::ModelSpec& m) {
-  worker::ModelConfig c;
-  c.type = m.type();
-  c.num_features = m.num_features();
-  c.num_classes = m.num_classes();
-  c.factor_dim = m.factor_dim();
-  c.hidden.assign(m.hidden().begin(), m.hidden().end());
-  c.seed = m.seed();
-  return c;
-}
 }  // namespace
 
 absl::Status ValidateJobSpec(const JobSpec& spec) {
-  if (auto model = worker::Model::Create(ToModelConfig(spec.model())); !model.ok()) return model.status();
+  if (auto model = worker::Model::Create(worker::ModelConfigFromSpec(spec.model())); !model.ok()) return model.status();
   if (auto opt = server::Optimizer::Create(spec.optimizer()); !opt.ok()) return opt.status();
   const auto& d = spec.data();
   if (d.format() != "libsvm" && d.format() != "idx") {
@@ -90,7 +80,7 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
 std::string JobTablePrefix(uint64_t job_id) { return absl::StrCat("job-", job_id, "/"); }
 
 absl::StatusOr<std::vector<tessera::v1::TableSpec>> JobTables(const JobSpec& spec, uint64_t job_id) {
-  ASSIGN_OR_RETURN(auto model, worker::Model::Create(ToModelConfig(spec.model())));
+  ASSIGN_OR_RETURN(auto model, worker::Model::Create(worker::ModelConfigFromSpec(spec.model())));
   tessera::v1::TableSpec table = model->Table();
   table.set_name(JobTablePrefix(job_id) + "params");
   *table.mutable_optimizer() = spec.optimizer();

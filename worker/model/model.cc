@@ -254,4 +254,15 @@ double AddSparseL2(float l2, uint32_t dim, int64_t bias_row, absl::Span<const fl
 
 }  // namespace internal
 
+ModelConfig ModelConfigFromSpec(const tessera::v1::ModelSpec& m) {
+  ModelConfig c;
+  c.type = m.type();
+  c.num_features = m.num_features();
+  c.num_classes = m.num_classes();
+  c.factor_dim = m.factor_dim();
+  c.hidden.assign(m.hidden().begin(), m.hidden().end());
+  c.seed = m.seed();
+  return c;
+}
+
 }  // namespace tessera::worker

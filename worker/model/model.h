@@ -59,6 +59,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/data/dataset.h"
+#include "tessera/v1/job.pb.h"
 #include "tessera/v1/table.pb.h"
 
 namespace tessera::worker {
@@ -78,6 +79,9 @@ struct ModelConfig {
   float l2 = 0;                 // L2 penalty (l2 / 2) * ||w||^2 on the weights a batch touches
                                 // (bias rows / bias vectors are never penalized); >= 0
 };
+
+// The ModelConfig of a job's ModelSpec (proto/tessera/v1/job.proto).
+ModelConfig ModelConfigFromSpec(const tessera::v1::ModelSpec& spec);
 
 class Model {
  public:
