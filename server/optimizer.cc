@@ -15,6 +15,54 @@ absl::Status Bad(absl::string_view field, double value, absl::string_view want) 
       absl::StrCat("optimizer.", field, " = ", value, " is invalid: ", want));
 }
 
+// The update loops, built for AVX-512, AVX2 and the baseline and chosen at load time (GCC function
+// multi-versioning); this file is compiled with -O3 -fno-math-errno so sqrt vectorizes.
+#define TESSERA_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+TESSERA_VECTOR_CLONES void SgdKernel(float* __restrict w, const float* __restrict g, int64_t n, float lr) {
+  for (int64_t i = 0; i < n; ++i) w[i] -= lr * g[i];
+}
+
+TESSERA_VECTOR_CLONES void MomentumKernel(float* __restrict w, float* __restrict v, const float* __restrict g,
+                                          int64_t n, float lr, float mu) {
+  for (int64_t i = 0; i < n; ++i) {
+    v[i] = mu * v[i] + g[i];
+    w[i] -= lr * v[i];
+  }
+}
+
+TESSERA_VECTOR_CLONES void AdagradKernel(float* __restrict w, float* __restrict acc, const float* __restrict g,
+                                         int64_t n, float lr, float eps) {
+  for (int64_t i = 0; i < n; ++i) {
+    acc[i] += g[i] * g[i];
+    w[i] -= lr * g[i] / (std::sqrt(acc[i]) + eps);
+  }
+}
+
+TESSERA_VECTOR_CLONES void AdamKernel(float* __restrict w, float* __restrict m, float* __restrict v,
+                                      const float* __restrict g, int64_t n, float b1, float b2, float step_size,
+                                      float inv_sqrt_c2, float eps) {
+  for (int64_t i = 0; i < n; ++i) {
+    m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+    v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+    w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_c2 + eps);
+  }
+}
+
+TESSERA_VECTOR_CLONES void FtrlKernel(float* __restrict w, float* __restrict z, float* __restrict nn,
+                                      const float* __restrict g, int64_t n, float alpha, float beta, float l1,
+                                      float l2) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float n_new = nn[i] + g[i] * g[i];
+    const float sigma = (std::sqrt(n_new) - std::sqrt(nn[i])) / alpha;
+    z[i] += g[i] - sigma * w[i];
+    nn[i] = n_new;
+    const float sign = z[i] < 0 ? -1.0f : 1.0f;
+    const float shrunk = -(z[i] - sign * l1) / ((beta + std::sqrt(n_new)) / alpha + l2);
+    w[i] = std::fabs(z[i]) <= l1 ? 0.0f : shrunk;
+  }
+}
+
 class Sgd final : public Optimizer {
  public:
   Sgd(float lr, float momentum) : lr_(lr), momentum_(momentum) {}
@@ -28,13 +76,9 @@ class Sgd final : public Optimizer {
     const float lr = lr_ * lr_scale;
     ++*step;
     if (momentum_ > 0) {
-      float* v = slots;
-      for (int64_t i = 0; i < n; ++i) {
-        v[i] = momentum_ * v[i] + g[i];
-        w[i] -= lr * v[i];
-      }
+      MomentumKernel(w, slots, g, n, lr, momentum_);
     } else {
-      for (int64_t i = 0; i < n; ++i) w[i] -= lr * g[i];
+      SgdKernel(w, g, n, lr);
     }
   }
 
@@ -53,12 +97,8 @@ class Adagrad final : public Optimizer {
   void Apply(float* w, float* slots, int64_t stride, const float* g, int64_t n, float lr_scale,
              uint32_t* step) const override {
     const float lr = lr_ * lr_scale;
-    float* acc = slots;
     ++*step;
-    for (int64_t i = 0; i < n; ++i) {
-      acc[i] += g[i] * g[i];
-      w[i] -= lr * g[i] / (std::sqrt(acc[i]) + eps_);
-    }
+    AdagradKernel(w, slots, g, n, lr, eps_);
   }
 
  private:
@@ -85,11 +125,7 @@ class Adam final : public Optimizer {
     // w -= lr * m_hat / (sqrt(v_hat) + eps), with m_hat = m / c1 and v_hat = v / c2.
     const float step_size = static_cast<float>(lr_ * lr_scale / c1);
     const float inv_sqrt_c2 = static_cast<float>(1.0 / std::sqrt(c2));
-    for (int64_t i = 0; i < n; ++i) {
-      m[i] = b1_ * m[i] + (1.0f - b1_) * g[i];
-      v[i] = b2_ * v[i] + (1.0f - b2_) * g[i] * g[i];
-      w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_c2 + eps_);
-    }
+    AdamKernel(w, m, v, g, n, b1_, b2_, step_size, inv_sqrt_c2, eps_);
   }
 
  private:
@@ -112,18 +148,7 @@ class Ftrl final : public Optimizer {
     float* nn = slots + stride;
     const float alpha = alpha_ * lr_scale;
     ++*step;
-    for (int64_t i = 0; i < n; ++i) {
-      const float n_new = nn[i] + g[i] * g[i];
-      const float sigma = (std::sqrt(n_new) - std::sqrt(nn[i])) / alpha;
-      z[i] += g[i] - sigma * w[i];
-      nn[i] = n_new;
-      if (std::fabs(z[i]) <= l1_) {
-        w[i] = 0.0f;
-      } else {
-        const float sign = z[i] < 0 ? -1.0f : 1.0f;
-        w[i] = -(z[i] - sign * l1_) / ((beta_ + std::sqrt(n_new)) / alpha + l2_);
-      }
-    }
+    FtrlKernel(w, z, nn, g, n, alpha, beta_, l1_, l2_);
   }
 
  private:

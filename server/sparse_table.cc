@@ -15,14 +15,20 @@ struct SparseTable::Stripe {
   MappedBuffer index ABSL_GUARDED_BY(mu);
   uint64_t mask ABSL_GUARDED_BY(mu) = 0;
 
-  char* Row(uint32_t id, size_t chunk_rows, size_t row_bytes) const ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return chunks[id / chunk_rows].data() + (id % chunk_rows) * row_bytes;
+  char* Row(uint32_t id, int shift, size_t row_bytes) const ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return chunks[id >> shift].data() + (id & ((uint32_t{1} << shift) - 1)) * row_bytes;
   }
 };
 
 namespace {
 constexpr uint64_t kInitialSlots = 16;
 size_t RoundUp8(size_t n) { return (n + 7) & ~size_t{7}; }
+// log2 of the rows per chunk: the largest power of two whose chunk fits in 1 MiB (at least 64 rows).
+int ChunkShift(size_t row_bytes) {
+  int shift = 6;
+  while ((size_t{2} << shift) * row_bytes <= (size_t{1} << 20)) ++shift;
+  return shift;
+}
 uint64_t RowKey(const char* row) {
   uint64_t k;
   std::memcpy(&k, row, 8);
@@ -45,7 +51,8 @@ SparseTable::SparseTable(uint32_t dim, const Optimizer* optimizer, const Initial
       has_step_(optimizer->uses_step()),
       weights_offset_(has_step_ ? 12 : 8),
       row_bytes_(RoundUp8(weights_offset_ + sizeof(float) * dim * (1 + optimizer->num_slots()))),
-      chunk_rows_(std::max<size_t>(64, (size_t{1} << 20) / row_bytes_)),
+      chunk_shift_(ChunkShift(row_bytes_)),
+      chunk_rows_(size_t{1} << chunk_shift_),
       stripes_(new Stripe[kNumStripes]) {
   for (int s = 0; s < kNumStripes; ++s) {
     Stripe& st = stripes_[s];
@@ -65,7 +72,7 @@ const char* SparseTable::Find(const Stripe& st, uint64_t key, uint64_t h) const
   for (uint64_t pos = h & st.mask;; pos = (pos + 1) & st.mask) {
     const uint32_t v = slots[pos];
     if (v == 0) return nullptr;
-    const char* row = st.Row(v - 1, chunk_rows_, row_bytes_);
+    const char* row = st.Row(v - 1, chunk_shift_, row_bytes_);
     if (RowKey(row) == key) return row;
   }
 }
@@ -76,7 +83,7 @@ void SparseTable::Grow(Stripe& st) const ABSL_NO_THREAD_SAFETY_ANALYSIS {
   uint32_t* slots = index.as<uint32_t>();
   const uint64_t mask = capacity - 1;
   for (uint32_t id = 0; id < st.size; ++id) {
-    uint64_t pos = HashOf(RowKey(st.Row(id, chunk_rows_, row_bytes_))) & mask;
+    uint64_t pos = HashOf(RowKey(st.Row(id, chunk_shift_, row_bytes_))) & mask;
     while (slots[pos] != 0) pos = (pos + 1) & mask;
     slots[pos] = id + 1;
   }
@@ -91,7 +98,7 @@ char* SparseTable::FindOrInsert(Stripe& st, uint64_t key, uint64_t h) const
   for (;; pos = (pos + 1) & st.mask) {
     const uint32_t v = slots[pos];
     if (v == 0) break;
-    char* row = st.Row(v - 1, chunk_rows_, row_bytes_);
+    char* row = st.Row(v - 1, chunk_shift_, row_bytes_);
     if (RowKey(row) == key) return row;
   }
   if ((st.size + 1) * 4 > (st.mask + 1) * 3) {
@@ -102,7 +109,7 @@ char* SparseTable::FindOrInsert(Stripe& st, uint64_t key, uint64_t h) const
   }
   const uint32_t id = st.size;
   if (id / chunk_rows_ >= st.chunks.size()) st.chunks.emplace_back(chunk_rows_ * row_bytes_);
-  char* row = st.Row(id, chunk_rows_, row_bytes_);
+  char* row = st.Row(id, chunk_shift_, row_bytes_);
   std::memcpy(row, &key, 8);
   if (has_step_) std::memset(row + 8, 0, 4);
   float* w = reinterpret_cast<float*>(row + weights_offset_);
@@ -112,6 +119,16 @@ char* SparseTable::FindOrInsert(Stripe& st, uint64_t key, uint64_t h) const
   st.size = id + 1;
   num_rows_.fetch_add(1, std::memory_order_relaxed);
   return row;
+}
+
+void SparseTable::Prefetch(const Stripe& st, uint64_t h, bool row) const ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  const uint32_t* slot = st.index.as<uint32_t>() + (h & st.mask);
+  if (!row) {
+    __builtin_prefetch(slot);
+    return;
+  }
+  const uint32_t v = *slot;
+  if (v != 0) __builtin_prefetch(st.Row(v - 1, chunk_shift_, row_bytes_));
 }
 
 void SparseTable::ApplyRow(char* row, const float* grad, float lr_scale) const {
@@ -169,7 +186,11 @@ void SparseTable::Pull(absl::Span<const uint64_t> keys, float* out) const {
     if (begin[s] == begin[s + 1]) continue;
     const Stripe& st = stripes_[s];
     absl::ReaderMutexLock lock(&st.mu);
-    for (uint32_t j = begin[s]; j < begin[s + 1]; ++j) {
+    const uint32_t end = begin[s + 1];
+    for (uint32_t j = begin[s]; j < end; ++j) {
+      // Two-stage prefetch: the index slot 8 keys ahead, the row 4 keys ahead.
+      if (j + 8 < end) Prefetch(st, sc.hashes[sc.order[j + 8]], false);
+      if (j + 4 < end) Prefetch(st, sc.hashes[sc.order[j + 4]], true);
       const uint32_t i = sc.order[j];
       ReadRow(Find(st, keys[i], sc.hashes[i]), keys[i], out + size_t{i} * dim_);
     }
@@ -193,7 +214,14 @@ void SparseTable::Push(absl::Span<const uint64_t> keys, const float* grads, floa
     if (begin[s] == begin[s + 1]) continue;
     Stripe& st = stripes_[s];
     absl::MutexLock lock(&st.mu);
-    for (uint32_t j = begin[s]; j < begin[s + 1]; ++j) {
+    const uint32_t end = begin[s + 1];
+    for (uint32_t j = begin[s]; j < end; ++j) {
+      if (j + 8 < end) Prefetch(st, sc.hashes[sc.order[j + 8]], false);
+      if (j + 4 < end) {
+        const uint32_t ahead = sc.order[j + 4];
+        Prefetch(st, sc.hashes[ahead], true);
+        __builtin_prefetch(grads + size_t{ahead} * dim_);
+      }
       const uint32_t i = sc.order[j];
       ApplyRow(FindOrInsert(st, keys[i], sc.hashes[i]), grads + size_t{i} * dim_, lr_scale);
     }

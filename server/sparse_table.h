@@ -73,6 +73,8 @@ class SparseTable {
   void Grow(Stripe& stripe) const;
   void ApplyRow(char* row, const float* grad, float lr_scale) const;
   void ReadRow(const char* row, uint64_t key, float* out) const;
+  // Prefetches the index slot of hash h (`ahead` = 1) or, once that is cached, the row (`ahead` = 2).
+  void Prefetch(const Stripe& st, uint64_t h, bool row) const;
 
   const uint32_t dim_;
   const Optimizer* const optimizer_;
@@ -81,6 +83,7 @@ class SparseTable {
   const bool has_step_;
   const size_t weights_offset_;  // bytes from row start to the first weight
   const size_t row_bytes_;
+  const int chunk_shift_;  // rows per chunk = 1 << chunk_shift_ (a shift, not a division, per lookup)
   const size_t chunk_rows_;
   std::unique_ptr<Stripe[]> stripes_;
   mutable std::atomic<uint64_t> num_rows_{0};

@@ -54,6 +54,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "client/kv_client.h"
+#include "common/flags.h"
 #include "common/process.h"
 #include "common/status.h"
 #include "common/subprocess.h"
@@ -774,17 +775,10 @@ absl::Status Bench::Run() {
 }  // namespace tessera::bench
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig config;
-  auto ours = [](absl::string_view file) { return absl::EndsWith(file, "tessera_bench.cc"); };
-  config.contains_helpshort_flags = ours;
-  config.contains_help_flags = ours;
-  config.normalize_filename = [](absl::string_view f) { return std::string(f); };
-  absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(
-      "throughput, latency and memory figures of Tessera's parameter store.\n"
-      "Starts tessera-server(s) on loopback (or uses --servers) and drives them through KvClient.\n\n"
-      "Usage: tessera-bench [--json] [--only=dense,sparse,...] [--seconds=3] [--num_servers=1] [flags...]");
-  absl::ParseCommandLine(argc, argv);
+  tessera::ParseFlags(argc, argv,
+                      "throughput, latency and memory figures of Tessera's parameter store.\n"
+                      "Starts tessera-server(s) on loopback (or uses --servers) and drives them through KvClient.\n\n"
+                      "Usage: tessera-bench [--json] [--only=dense,sparse,...] [--seconds=3] [--num_servers=1] [flags...]");
   signal(SIGPIPE, SIG_IGN);
   absl::Status status;
   {
