@@ -1,6 +1,7 @@
 #include "client/kv_client.h"
 
 #include <grpcpp/client_context.h>
+#include <grpcpp/generic/generic_stub.h>
 
 #include <algorithm>
 #include <cmath>
@@ -16,6 +17,7 @@
 #include "common/partition.h"
 #include "common/rpc.h"
 #include "common/status.h"
+#include "common/wire.h"
 #include "tessera/v1/parameter.grpc.pb.h"
 
 namespace tessera::client {
@@ -33,6 +35,19 @@ uint64_t RandomId() {
   return id;
 }
 
+// Full method names for the generic stub (which takes them as std::string).
+const std::string& MethodName(int kind) {
+  static const auto* const kNames =
+      new std::string[3]{"/tessera.v1.ParameterService/Pull", "/tessera.v1.ParameterService/Push",
+                         "/tessera.v1.ParameterService/PushPull"};
+  return kNames[kind];
+}
+
+template <typename T>
+absl::string_view AsBytes(absl::Span<const T> values) {
+  return absl::string_view(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(T));
+}
+
 bool StrictlyIncreasing(absl::Span<const uint64_t> keys) {
   for (size_t i = 1; i < keys.size(); ++i) {
     if (keys[i] <= keys[i - 1]) return false;
@@ -47,14 +62,21 @@ struct Routing {
   tessera::v1::ShardMap map;
   uint64_t version = 0;
   std::shared_ptr<const Partitioner> partitioner;
-  // Per shard index: one stub per connection.
-  std::vector<std::vector<std::shared_ptr<ParameterService::Stub>>> stubs;
+  // One TCP connection to a shard: the generated stub for administration, a generic stub for the
+  // data path (raw byte buffers, see common/wire.h), on the same channel.
+  struct Connection {
+    std::shared_ptr<ParameterService::Stub> stub;
+    std::shared_ptr<grpc::GenericStub> generic;
+  };
+  // Per shard index: the connections.
+  std::vector<std::vector<Connection>> connections;
   mutable std::atomic<uint32_t> round_robin{0};
 
-  ParameterService::Stub* StubFor(uint32_t index) const {
-    const auto& s = stubs[index];
-    return s[s.size() == 1 ? 0 : round_robin.fetch_add(1, std::memory_order_relaxed) % s.size()].get();
+  const Connection& ConnectionFor(uint32_t index) const {
+    const auto& c = connections[index];
+    return c[c.size() == 1 ? 0 : round_robin.fetch_add(1, std::memory_order_relaxed) % c.size()];
   }
+  ParameterService::Stub* StubFor(uint32_t index) const { return ConnectionFor(index).stub.get(); }
 };
 
 // Shared state of one logical call.
@@ -82,7 +104,7 @@ struct OpState {
   int pending ABSL_GUARDED_BY(mu) = 0;
   bool done ABSL_GUARDED_BY(mu) = false;
   absl::Status status ABSL_GUARDED_BY(mu);
-  std::atomic<int64_t>* in_flight = nullptr;
+  std::shared_ptr<std::atomic<int64_t>> in_flight;
 
   // Records the end of one sub-request; the last one completes the call.
   void SubDone(const absl::Status& s) {
@@ -110,6 +132,17 @@ struct OpState {
   }
 };
 
+// Holds a call open while gRPC may still read the caller's memory. gRPC can keep a request's slices
+// after the RPC finished (a failed call whose bytes are still queued for the socket), so a call
+// that sent the caller's keys or gradients in place completes only when this is released too.
+struct CallerMemoryPin {
+  explicit CallerMemoryPin(std::shared_ptr<OpState> o) : op(std::move(o)) { op->AddPending(1); }
+  ~CallerMemoryPin() { op->SubDone(absl::OkStatus()); }
+  CallerMemoryPin(const CallerMemoryPin&) = delete;
+  CallerMemoryPin& operator=(const CallerMemoryPin&) = delete;
+  std::shared_ptr<OpState> op;
+};
+
 }  // namespace internal
 
 using internal::OpState;
@@ -130,12 +163,9 @@ struct KvClient::SubRequest {
   int attempt = 0;
 
   std::unique_ptr<grpc::ClientContext> ctx;
-  tessera::v1::PullRequest pull_req;
-  tessera::v1::PullResponse pull_resp;
-  tessera::v1::PushRequest push_req;
-  tessera::v1::PushResponse push_resp;
-  tessera::v1::PushPullRequest pp_req;
-  tessera::v1::PushPullResponse pp_resp;
+  // The encoded request and response of the current attempt (common/wire.h).
+  grpc::ByteBuffer request;
+  grpc::ByteBuffer response;
 
   size_t num_keys() const { return all ? op->ukeys.size() : positions.size(); }
 };
@@ -192,7 +222,7 @@ KvClient::~KvClient() {
   // Calls in flight finish on their own (each is bounded by total_timeout); their retries need the
   // delay queue, so it goes last.
   const absl::Time give_up = absl::Now() + options_.total_timeout + options_.rpc_timeout + absl::Seconds(5);
-  while (in_flight_ops_.load() > 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
+  while (in_flight_ops_->load() > 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
   delay_.reset();
 }
 
@@ -212,7 +242,7 @@ absl::StatusOr<std::shared_ptr<const Routing>> KvClient::BuildRouting(const tess
   for (const auto& s : map.shards()) ids.push_back(s.shard_id());
   r->partitioner = std::make_shared<const Partitioner>(ids, map.virtual_nodes());
   const auto& sorted = r->partitioner->shard_ids();
-  r->stubs.resize(sorted.size());
+  r->connections.resize(sorted.size());
   std::shared_ptr<const Routing> old = routing();
   for (const auto& s : map.shards()) {
     const int index = r->partitioner->IndexOf(s.shard_id());
@@ -224,17 +254,19 @@ absl::StatusOr<std::shared_ptr<const Routing>> KvClient::BuildRouting(const tess
     if (old != nullptr) {
       for (const auto& os : old->map.shards()) {
         if (os.shard_id() == s.shard_id() && os.address() == s.address()) {
-          r->stubs[index] = old->stubs[old->partitioner->IndexOf(os.shard_id())];
+          r->connections[index] = old->connections[old->partitioner->IndexOf(os.shard_id())];
         }
       }
     }
-    if (r->stubs[index].empty()) {
+    if (r->connections[index].empty()) {
       for (int c = 0; c < std::max(1, options_.connections_per_server); ++c) {
         ChannelOptions co;
         co.max_message_bytes = options_.max_message_bytes;
         co.connection_index = c;
         co.security = options_.security;
-        r->stubs[index].push_back(ParameterService::NewStub(CreateChannel(address, co)));
+        std::shared_ptr<grpc::Channel> channel = CreateChannel(address, co);
+        r->connections[index].push_back(
+            {ParameterService::NewStub(channel), std::make_shared<grpc::GenericStub>(channel)});
       }
     }
   }
@@ -284,9 +316,9 @@ KvFuture KvClient::StartSparse(int kind, const std::string& table, absl::Span<co
   op->table = table;
   op->lr_scale = options.learning_rate_scale;
   op->deadline = absl::Now() + options_.total_timeout;
-  op->in_flight = &in_flight_ops_;
+  op->in_flight = in_flight_ops_;
   op->caller_out = out;
-  in_flight_ops_.fetch_add(1);
+  in_flight_ops_->fetch_add(1);
   KvFuture future(op);
 
   auto fail = [&](absl::Status s) {
@@ -358,12 +390,12 @@ KvFuture KvClient::StartDense(int kind, const std::string& table, uint64_t offse
   op->table = table;
   op->lr_scale = options.learning_rate_scale;
   op->deadline = absl::Now() + options_.total_timeout;
-  op->in_flight = &in_flight_ops_;
+  op->in_flight = in_flight_ops_;
   op->caller_out = out;
   op->grads = grads;
   op->uout = out.data();
   op->dense_offset = offset;
-  in_flight_ops_.fetch_add(1);
+  in_flight_ops_->fetch_add(1);
   KvFuture future(op);
   auto fail = [&](absl::Status s) {
     {
@@ -461,48 +493,87 @@ void KvClient::Send(const std::shared_ptr<SubRequest>& sub) {
   const Routing& r = *sub->routing;
   sub->ctx = std::make_unique<grpc::ClientContext>();
   sub->ctx->set_deadline(absl::ToChronoTime(std::min(op.deadline, absl::Now() + options_.rpc_timeout)));
-  const uint32_t dim = op.dim;
+  const size_t row_bytes = size_t{op.dim} * sizeof(float);
 
-  auto fill_keys = [&](google::protobuf::RepeatedField<uint64_t>* keys) {
-    keys->Clear();
+  // Payloads go in place when they are big and contiguous (all of the call's keys, a dense range),
+  // gathered into a new slice when they are big and scattered, and copied into the message when
+  // small. Memory the op owns is kept alive by a reference to the op; the caller's memory also
+  // holds the call open until gRPC lets go of it.
+  std::shared_ptr<const void> op_pin, caller_pin;
+  auto in_place = [&](absl::string_view bytes, bool caller_memory) {
+    if (bytes.size() < wire::kMinSliceBytes) return wire::Payload::Copy(bytes);
+    std::shared_ptr<const void>& pin = caller_memory ? caller_pin : op_pin;
+    if (pin == nullptr) {
+      pin = caller_memory ? std::static_pointer_cast<const void>(std::make_shared<internal::CallerMemoryPin>(sub->op))
+                          : std::static_pointer_cast<const void>(sub->op);
+    }
+    return wire::Payload::Reference(wire::PinnedSlice(bytes.data(), bytes.size(), pin));
+  };
+  absl::InlinedVector<uint64_t, 64> small_keys, small_grads;
+  auto gather = [](size_t bytes, absl::InlinedVector<uint64_t, 64>* small, wire::Payload* out) -> char* {
+    if (bytes < wire::kMinSliceBytes) {
+      small->resize((bytes + 7) / 8);
+      *out = wire::Payload::Copy(absl::string_view(reinterpret_cast<const char*>(small->data()), bytes));
+      return reinterpret_cast<char*>(small->data());
+    }
+    char* dst;
+    *out = wire::Payload::Reference(wire::AllocatedSlice(bytes, &dst));
+    return dst;
+  };
+
+  wire::Payload keys, grads;
+  if (op.sparse) {
     if (sub->all) {
-      keys->Add(op.ukeys.begin(), op.ukeys.end());
+      keys = in_place(AsBytes(op.ukeys), op.owned_keys.empty());
     } else {
-      keys->Resize(static_cast<int>(sub->positions.size()), 0);
-      uint64_t* dst = keys->mutable_data();
-      for (size_t j = 0; j < sub->positions.size(); ++j) dst[j] = op.ukeys[sub->positions[j]];
-    }
-  };
-  auto fill_push = [&](tessera::v1::PushRequest* req) {
-    req->set_table(op.table);
-    req->set_worker_id(worker_id_);
-    req->set_sequence(sub->sequence);
-    req->set_shard_map_version(r.version);
-    req->set_learning_rate_scale(op.lr_scale);
-    std::string* g = req->mutable_gradients();
-    if (op.sparse) {
-      fill_keys(req->mutable_keys());
-      if (sub->all) {
-        g->assign(reinterpret_cast<const char*>(op.grads.data()), op.grads.size() * sizeof(float));
-      } else {
-        g->resize(sub->positions.size() * dim * sizeof(float));
-        char* dst = g->data();
-        for (size_t j = 0; j < sub->positions.size(); ++j) {
-          std::memcpy(dst + j * dim * sizeof(float), op.grads.data() + size_t{sub->positions[j]} * dim,
-                      dim * sizeof(float));
-        }
+      char* dst = gather(sub->positions.size() * sizeof(uint64_t), &small_keys, &keys);
+      for (size_t j = 0; j < sub->positions.size(); ++j) {
+        std::memcpy(dst + j * sizeof(uint64_t), &op.ukeys[sub->positions[j]], sizeof(uint64_t));
       }
-    } else {
-      req->set_offset(sub->begin);
-      g->assign(reinterpret_cast<const char*>(op.grads.data() + (sub->begin - op.dense_offset)),
-                (sub->end - sub->begin) * sizeof(float));
     }
-  };
+  }
+  if (op.kind != kPull) {
+    if (!op.sparse) {
+      grads = in_place(AsBytes(op.grads.subspan(sub->begin - op.dense_offset, sub->end - sub->begin)),
+                       op.owned_grads.empty());
+    } else if (sub->all) {
+      grads = in_place(AsBytes(op.grads), op.owned_grads.empty());
+    } else {
+      char* dst = gather(sub->positions.size() * row_bytes, &small_grads, &grads);
+      for (size_t j = 0; j < sub->positions.size(); ++j) {
+        std::memcpy(dst + j * row_bytes, op.grads.data() + size_t{sub->positions[j]} * op.dim, row_bytes);
+      }
+    }
+  }
+  if (op.kind == kPull) {
+    wire::PullHeader h;
+    h.table = op.table;
+    h.shard_map_version = r.version;
+    if (!op.sparse) {
+      h.offset = sub->begin;
+      h.length = sub->end - sub->begin;
+    }
+    sub->request = wire::EncodePullRequest(h, std::move(keys));
+  } else {
+    wire::PushHeader h;
+    h.table = op.table;
+    h.offset = op.sparse ? 0 : sub->begin;
+    h.worker_id = worker_id_;
+    h.sequence = sub->sequence;
+    h.shard_map_version = r.version;
+    h.learning_rate_scale = op.lr_scale;
+    sub->request = op.kind == kPush ? wire::EncodePushRequest(h, std::move(keys), std::move(grads))
+                                    : wire::EncodePushPullRequest(h, std::move(keys), std::move(grads));
+  }
+  sub->response.Clear();
 
-  ParameterService::Stub* stub = r.StubFor(sub->shard_index);
+  const Routing::Connection& conn = r.ConnectionFor(sub->shard_index);
   rpcs_.fetch_add(1, std::memory_order_relaxed);
   std::shared_ptr<SubRequest> keep = sub;
   auto done = [this, keep](grpc::Status s) {
+    // gRPC's C++ layer has dropped its copy of the request; ours goes too, so the pins go as soon
+    // as the transport lets go of the bytes (usually already done).
+    keep->request.Clear();
     uint64_t server_version = 0;
     if (!s.ok()) {
       const auto& md = keep->ctx->GetServerTrailingMetadata();
@@ -513,38 +584,18 @@ void KvClient::Send(const std::shared_ptr<SubRequest>& sub) {
     }
     OnDone(keep, FromGrpcStatus(s), server_version);
   };
-  switch (op.kind) {
-    case kPull: {
-      auto& req = sub->pull_req;
-      req.Clear();
-      req.set_table(op.table);
-      req.set_shard_map_version(r.version);
-      if (op.sparse) {
-        fill_keys(req.mutable_keys());
-      } else {
-        req.set_offset(sub->begin);
-        req.set_length(sub->end - sub->begin);
-      }
-      stub->async()->Pull(sub->ctx.get(), &sub->pull_req, &sub->pull_resp, std::move(done));
-      break;
-    }
-    case kPush:
-      sub->push_req.Clear();
-      fill_push(&sub->push_req);
-      stub->async()->Push(sub->ctx.get(), &sub->push_req, &sub->push_resp, std::move(done));
-      break;
-    case kPushPull:
-      sub->pp_req.Clear();
-      fill_push(sub->pp_req.mutable_push());
-      stub->async()->PushPull(sub->ctx.get(), &sub->pp_req, &sub->pp_resp, std::move(done));
-      break;
-  }
+  // Pins live in the request's slices from here on; the local references go now.
+  op_pin.reset();
+  caller_pin.reset();
+  conn.generic->UnaryCall(sub->ctx.get(), MethodName(op.kind), grpc::StubOptions(), &sub->request, &sub->response,
+                          std::move(done));
 }
 
 void KvClient::OnDone(const std::shared_ptr<SubRequest>& sub, const absl::Status& status,
                       uint64_t server_map_version) {
   OpState& op = *sub->op;
   if (!status.ok()) {
+    sub->response.Clear();
     const bool stale = status.code() == absl::StatusCode::kFailedPrecondition &&
                        server_map_version > sub->routing->version;
     if ((stale || IsRetryable(status)) && absl::Now() < op.deadline) {
@@ -564,30 +615,36 @@ void KvClient::OnDone(const std::shared_ptr<SubRequest>& sub, const absl::Status
     op.SubDone(Annotate(status, absl::StrCat("table '", op.table, "' on shard ", sub->shard_id)));
     return;
   }
-  // Success: copy the values this shard returned into place.
-  const std::string* values = nullptr;
-  if (op.kind == kPull) values = &sub->pull_resp.values();
-  if (op.kind == kPushPull) values = &sub->pp_resp.values();
-  if ((op.kind == kPush && sub->push_resp.duplicate()) || (op.kind == kPushPull && sub->pp_resp.duplicate())) {
-    duplicates_.fetch_add(1, std::memory_order_relaxed);
+  // Success: decode, and copy the values this shard returned into place (the only copy of them).
+  wire::ResponseDecoder decoder;
+  wire::ResponseFields resp;
+  absl::Status parsed = op.kind == kPull   ? decoder.DecodePull(sub->response, &resp)
+                        : op.kind == kPush ? decoder.DecodePush(sub->response, &resp)
+                                           : decoder.DecodePushPull(sub->response, &resp);
+  sub->response.Clear();  // the decoder holds the slices now
+  if (!parsed.ok()) {
+    op.SubDone(Annotate(parsed, absl::StrCat("table '", op.table, "' on shard ", sub->shard_id)));
+    return;
   }
-  if (values != nullptr) {
+  if (op.kind != kPull && resp.duplicate) duplicates_.fetch_add(1, std::memory_order_relaxed);
+  if (op.kind != kPush) {
+    const wire::FieldBytes& values = resp.values;
     const size_t want = (op.sparse ? sub->num_keys() * op.dim : (sub->end - sub->begin)) * sizeof(float);
-    if (values->size() != want) {
+    if (values.size() != want) {
       op.SubDone(absl::InvalidArgumentError(absl::StrCat(
-          "table '", op.table, "' answered ", values->size() / sizeof(float), " floats where ", want / sizeof(float),
+          "table '", op.table, "' answered ", values.size() / sizeof(float), " floats where ", want / sizeof(float),
           " were expected", op.sparse ? absl::StrCat(" (the output buffer holds ", op.dim, " floats per key)") : "")));
       return;
     }
-    const float* src = reinterpret_cast<const float*>(values->data());
     if (!op.sparse) {
-      std::memcpy(op.uout + (sub->begin - op.dense_offset), src, want);
+      values.CopyTo(reinterpret_cast<char*>(op.uout + (sub->begin - op.dense_offset)));
     } else if (sub->all) {
-      std::memcpy(op.uout, src, want);
+      values.CopyTo(reinterpret_cast<char*>(op.uout));
     } else {
       const size_t row = op.dim * sizeof(float);
+      wire::FieldBytes::Cursor cursor(values);
       for (size_t j = 0; j < sub->positions.size(); ++j) {
-        std::memcpy(op.uout + size_t{sub->positions[j]} * op.dim, src + j * op.dim, row);
+        cursor.Read(reinterpret_cast<char*>(op.uout + size_t{sub->positions[j]} * op.dim), row);
       }
     }
   }

@@ -11,6 +11,12 @@
 // Blocking calls wait for the result. *Async calls return a KvFuture at once; the caller's key,
 // gradient and output buffers must stay alive and untouched until the future is ready.
 //
+// Pull, Push and PushPull go over the wire as the protobuf messages of parameter.proto, encoded
+// and decoded by common/wire.h rather than the protobuf classes: large keys and gradients that are
+// contiguous in the caller's buffers are handed to gRPC in place (no copy), and values are copied
+// once, from the received bytes into the output buffer. A call whose request referenced the
+// caller's buffers becomes ready only once gRPC has released them.
+//
 // Thread-safety: a KvClient is thread-safe; share one per process. Destroying it waits for the
 // calls in flight to finish (each is bounded by total_timeout).
 #ifndef TESSERA_CLIENT_KV_CLIENT_H_
@@ -182,7 +188,8 @@ class KvClient {
 
   std::atomic<uint64_t> next_sequence_{1};
   std::atomic<uint64_t> rpcs_{0}, retries_{0}, duplicates_{0}, refreshes_{0};
-  std::atomic<int64_t> in_flight_ops_{0};
+  // Shared with the calls, which may finish after a destructor that gave up waiting for them.
+  const std::shared_ptr<std::atomic<int64_t>> in_flight_ops_ = std::make_shared<std::atomic<int64_t>>(0);
 };
 
 }  // namespace tessera::client

@@ -12,7 +12,9 @@
 #include <cstdio>
 #include <fstream>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
 #include "common/metrics.h"
 #include "common/security.h"
 #include "absl/strings/str_cat.h"
@@ -51,7 +53,8 @@ absl::StatusOr<RunningServer> StartRpcServer(const RpcServerOptions& options,
   return running;
 }
 
-std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address, const ChannelOptions& options) {
+namespace {
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& address, const ChannelOptions& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
@@ -72,6 +75,27 @@ std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address, const C
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::move(token));
   return grpc::experimental::CreateCustomChannelWithInterceptors(address, creds, args, std::move(interceptors));
+}
+}  // namespace
+
+std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address, const ChannelOptions& options) {
+  // Channels live as long as the process, one per address, options and credentials. gRPC advises
+  // reusing channels, and gRPC 1.51 can abort (grpc_cq_internal_unref: prior > 0) when a channel's
+  // callback queue is torn down while a finished call is still being cleaned up, which a process
+  // that creates and drops clients (tests, the CLI) would otherwise risk. Deliberately never freed.
+  static absl::Mutex* mu = new absl::Mutex;
+  // The entry keeps the Security object alive too, so its address (part of the key) is never reused.
+  struct Entry {
+    std::shared_ptr<const Security> security;
+    std::shared_ptr<grpc::Channel> channel;
+  };
+  static auto* cache = new absl::flat_hash_map<std::string, Entry>;
+  const std::string key = absl::StrCat(address, "|", options.max_message_bytes, "|", options.connection_index, "|",
+                                       reinterpret_cast<uintptr_t>(options.security.get()));
+  absl::MutexLock lock(mu);
+  Entry& entry = (*cache)[key];
+  if (entry.channel == nullptr) entry = {options.security, NewChannel(address, options)};
+  return entry.channel;
 }
 
 absl::Status WritePortFile(const std::string& path, int port) {

@@ -50,7 +50,8 @@ struct ChannelOptions {
   std::shared_ptr<const Security> security;
 };
 
-// A channel to `address` ("host:port" or "unix:/path"). Channels are thread-safe and meant to be reused.
+// A channel to `address` ("host:port" or "unix:/path"). Channels are thread-safe and cached for the
+// life of the process: the same address, options and Security object give the same channel.
 std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address, const ChannelOptions& options = {});
 
 // Writes `port` to `path` atomically (temporary file + rename), so readers never see half a number.

@@ -28,10 +28,10 @@ absl::Span<const uint64_t> Keys(const google::protobuf::RepeatedField<uint64_t>&
   return absl::MakeConstSpan(keys.data(), keys.size());
 }
 
-absl::Status CheckGradientBytes(const std::string& bytes) {
-  if (bytes.size() % sizeof(float) != 0) {
+absl::Status CheckGradientBytes(size_t bytes) {
+  if (bytes % sizeof(float) != 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("gradients hold ", bytes.size(), " bytes, not a whole number of float32 values"));
+        absl::StrCat("gradients hold ", bytes, " bytes, not a whole number of float32 values"));
   }
   return absl::OkStatus();
 }
@@ -57,6 +57,29 @@ PushArgs ToPushArgs(const PushRequest& req) {
   a.sequence = req.sequence();
   a.shard_map_version = req.shard_map_version();
   a.learning_rate_scale = req.learning_rate_scale();
+  return a;
+}
+
+PullArgs ToPullArgs(const wire::PullFields& req) {
+  PullArgs a;
+  a.table = req.table;
+  a.keys = req.keys;
+  a.offset = req.offset;
+  a.length = req.length;
+  a.shard_map_version = req.shard_map_version;
+  return a;
+}
+
+PushArgs ToPushArgs(const wire::PushFields& req) {
+  PushArgs a;
+  a.table = req.table;
+  a.keys = req.keys;
+  a.offset = req.offset;
+  a.gradients = FloatView(req.gradients);
+  a.worker_id = req.worker_id;
+  a.sequence = req.sequence;
+  a.shard_map_version = req.shard_map_version;
+  a.learning_rate_scale = req.learning_rate_scale;
   return a;
 }
 
@@ -107,62 +130,73 @@ grpc::ServerUnaryReactor* ParameterServiceImpl::DropTables(grpc::CallbackServerC
   return Finish(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* ParameterServiceImpl::Pull(grpc::CallbackServerContext* ctx, const PullRequest* req,
-                                                     PullResponse* resp) {
+grpc::ServerUnaryReactor* ParameterServiceImpl::Pull(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                                     grpc::ByteBuffer* resp) {
   TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/Pull");
   RequestTimer timer(store_, false);
   if (auto f = TESSERA_FAULT("server.pull"); f.fired()) return Finish(ctx, f.status());
-  std::string* values = resp->mutable_values();
-  absl::Status s = store_->Pull(ToPullArgs(*req), [values](size_t n) {
-    values->resize(n * sizeof(float));
-    return reinterpret_cast<float*>(values->data());
-  });
+  wire::RequestDecoder decoder;
+  wire::PullFields pull;
+  absl::Status s = decoder.DecodePull(*req, &pull);
+  if (!s.ok()) return Finish(ctx, s);
+  wire::ValuesResponseWriter writer;
+  s = store_->Pull(ToPullArgs(pull), [&writer](size_t n) { return writer.Allocate(n); });
+  if (s.ok()) *resp = writer.Finish();
   return Finish(ctx, s);
 }
 
-grpc::ServerUnaryReactor* ParameterServiceImpl::Push(grpc::CallbackServerContext* ctx, const PushRequest* req,
-                                                     PushResponse* resp) {
+grpc::ServerUnaryReactor* ParameterServiceImpl::Push(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                                     grpc::ByteBuffer* resp) {
   TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/Push");
   RequestTimer timer(store_, true);
   if (auto f = TESSERA_FAULT("server.push.before_apply"); f.fired()) return Finish(ctx, f.status());
-  absl::Status s = CheckGradientBytes(req->gradients());
+  wire::RequestDecoder decoder;
+  wire::PushFields push;
+  absl::Status s = decoder.DecodePush(*req, &push);
+  if (s.ok()) s = CheckGradientBytes(push.gradients.size());
+  bool duplicate = false;
   if (s.ok()) {
-    auto dup = store_->Push(ToPushArgs(*req));
-    if (dup.ok()) resp->set_duplicate(*dup);
+    auto dup = store_->Push(ToPushArgs(push));
+    if (dup.ok()) duplicate = *dup;
     s = dup.status();
   }
   if (auto f = TESSERA_FAULT("server.push.after_apply"); s.ok() && f.fired()) return Finish(ctx, f.status());
+  if (s.ok()) *resp = wire::EncodePushResponse(duplicate);
   return Finish(ctx, s);
 }
 
-grpc::ServerUnaryReactor* ParameterServiceImpl::PushPull(grpc::CallbackServerContext* ctx, const PushPullRequest* req,
-                                                         PushPullResponse* resp) {
+grpc::ServerUnaryReactor* ParameterServiceImpl::PushPull(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                                         grpc::ByteBuffer* resp) {
   TESSERA_AUTHENTICATE("/tessera.v1.ParameterService/PushPull");
   RequestTimer timer(store_, true);
   if (auto f = TESSERA_FAULT("server.push.before_apply"); f.fired()) return Finish(ctx, f.status());
-  absl::Status s = CheckGradientBytes(req->push().gradients());
+  wire::RequestDecoder decoder;
+  wire::PushFields push;
+  wire::PullFields explicit_pull;
+  bool has_pull = false;
+  absl::Status s = decoder.DecodePushPull(*req, &push, &explicit_pull, &has_pull);
+  if (s.ok()) s = CheckGradientBytes(push.gradients.size());
+  bool duplicate = false;
   if (s.ok()) {
-    auto dup = store_->Push(ToPushArgs(req->push()));
-    if (dup.ok()) resp->set_duplicate(*dup);
+    auto dup = store_->Push(ToPushArgs(push));
+    if (dup.ok()) duplicate = *dup;
     s = dup.status();
   }
   if (s.ok()) {
     PullArgs pull;
-    if (req->has_pull()) {
-      pull = ToPullArgs(req->pull());
+    if (has_pull) {
+      pull = ToPullArgs(explicit_pull);
     } else {
-      pull.table = req->push().table();
-      pull.keys = Keys(req->push().keys());
-      pull.offset = req->push().offset();
-      pull.length = req->push().keys().empty() ? req->push().gradients().size() / sizeof(float) : 0;
-      pull.shard_map_version = req->push().shard_map_version();
+      pull.table = push.table;
+      pull.keys = push.keys;
+      pull.offset = push.offset;
+      pull.length = push.keys.empty() ? push.gradients.size() / sizeof(float) : 0;
+      pull.shard_map_version = push.shard_map_version;
     }
     if (auto f = TESSERA_FAULT("server.push.after_apply"); f.fired()) return Finish(ctx, f.status());
-    std::string* values = resp->mutable_values();
-    s = store_->Pull(pull, [values](size_t n) {
-      values->resize(n * sizeof(float));
-      return reinterpret_cast<float*>(values->data());
-    });
+    wire::ValuesResponseWriter writer(/*push_pull=*/true, duplicate);
+    s = store_->Pull(pull, [&writer](size_t n) { return writer.Allocate(n); });
+    if (s.ok()) *resp = writer.Finish();
   }
   return Finish(ctx, s);
 }

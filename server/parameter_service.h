@@ -2,13 +2,21 @@
 // call on the gRPC callback thread (the store never blocks on I/O) and finishes the reactor at once;
 // absl errors become gRPC statuses here, with the shard-map version in trailing metadata on
 // FAILED_PRECONDITION. Thread-safe.
+//
+// The data path (Pull, Push, PushPull) takes raw byte buffers and uses common/wire.h instead of
+// the protobuf classes: keys and gradients are read where gRPC received them (or copied once when
+// a field is split across slices), and pulled values are written by the store straight into the
+// response. The bytes on the wire are the same protobuf messages, so protobuf clients still work.
 #ifndef TESSERA_SERVER_PARAMETER_SERVICE_H_
 #define TESSERA_SERVER_PARAMETER_SERVICE_H_
+
+#include <grpcpp/support/byte_buffer.h>
 
 #include <functional>
 
 #include "common/security.h"
 #include "common/thread_pool.h"
+#include "common/wire.h"
 #include "server/shard_store.h"
 #include "tessera/v1/parameter.grpc.pb.h"
 
@@ -20,7 +28,12 @@ struct CheckpointHooks {
   std::function<absl::StatusOr<tessera::v1::LoadCheckpointResponse>(const tessera::v1::LoadCheckpointRequest&)> load;
 };
 
-class ParameterServiceImpl final : public tessera::v1::ParameterService::CallbackService {
+// Callback service with the three data-path methods raw (grpc::ByteBuffer in and out).
+using ParameterServiceBase = tessera::v1::ParameterService::WithRawCallbackMethod_Pull<
+    tessera::v1::ParameterService::WithRawCallbackMethod_Push<
+        tessera::v1::ParameterService::WithRawCallbackMethod_PushPull<tessera::v1::ParameterService::CallbackService>>>;
+
+class ParameterServiceImpl final : public ParameterServiceBase {
  public:
   // `store` (and `metrics`, when given) must outlive the service. `security` (may be null) says
   // which bearer token calls must carry.
@@ -31,12 +44,14 @@ class ParameterServiceImpl final : public tessera::v1::ParameterService::Callbac
                                         tessera::v1::CreateTableResponse* resp) override;
   grpc::ServerUnaryReactor* DropTables(grpc::CallbackServerContext* ctx, const tessera::v1::DropTablesRequest* req,
                                        tessera::v1::DropTablesResponse* resp) override;
-  grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* ctx, const tessera::v1::PullRequest* req,
-                                 tessera::v1::PullResponse* resp) override;
-  grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* ctx, const tessera::v1::PushRequest* req,
-                                 tessera::v1::PushResponse* resp) override;
-  grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* ctx, const tessera::v1::PushPullRequest* req,
-                                     tessera::v1::PushPullResponse* resp) override;
+  // Data path: `req` holds an encoded PullRequest / PushRequest / PushPullRequest, `resp` gets the
+  // encoded response.
+  grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                 grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                 grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                     grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* UpdateShardMap(grpc::CallbackServerContext* ctx,
                                            const tessera::v1::UpdateShardMapRequest* req,
                                            tessera::v1::UpdateShardMapResponse* resp) override;
@@ -60,9 +75,12 @@ class ParameterServiceImpl final : public tessera::v1::ParameterService::Callbac
   Metrics* const metrics_;
 };
 
-// Request -> store argument conversions, shared with tests.
+// Request -> store argument conversions, shared with tests. The arguments point into `req`.
 PullArgs ToPullArgs(const tessera::v1::PullRequest& req);
 PushArgs ToPushArgs(const tessera::v1::PushRequest& req);
+PullArgs ToPullArgs(const wire::PullFields& req);
+// `req.gradients` must hold whole float32 values.
+PushArgs ToPushArgs(const wire::PushFields& req);
 
 }  // namespace tessera::server
 

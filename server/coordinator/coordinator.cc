@@ -550,6 +550,7 @@ absl::StatusOr<JobStatus> Coordinator::GetJob(uint64_t job_id) const {
 absl::StatusOr<JobStatus> Coordinator::CancelJob(uint64_t job_id) {
   Callbacks wake;
   JobStatus st;
+  std::vector<std::string> addresses;
   {
     absl::MutexLock lock(&mu_);
     JobRecord* job = FindJob(job_id);
@@ -560,9 +561,19 @@ absl::StatusOr<JobStatus> Coordinator::CancelJob(uint64_t job_id) {
     }
     FinishJob(*job, CANCELLED, "cancelled by user", &wake);
     FillStatus(*job, &st);
+    for (const auto& s : state_.servers()) {
+      if (s.in_map()) addresses.push_back(s.address());
+    }
   }
   Run(wake);
   RETURN_IF_ERROR(Flush());
+  // A cancelled job's parameters are of no further use: free them (best effort; a server that is
+  // down drops nothing, and its restart does not recreate tables of ended jobs).
+  for (const auto& a : addresses) {
+    if (absl::Status s = fleet_->DropTables(a, JobTablePrefix(job_id)); !s.ok()) {
+      spdlog::warn("job {}: dropping its tables on {}: {}", job_id, a, s);
+    }
+  }
   return st;
 }
 

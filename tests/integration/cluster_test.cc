@@ -68,19 +68,30 @@ TEST(ClusterTest, StatusListsServersAndShardMapAndSubmittedJobs) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   uint64_t id = 0;
   ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(r.output), &id)) << r.output;
+  {
+    auto kv = client::KvClient::Create(cluster.client().ShardMaps());
+    ASSERT_TRUE(kv.ok());
+    for (const auto& s : (*kv)->ServerStatus()) {
+      ASSERT_TRUE(s.ok());
+      ASSERT_EQ(s->tables_size(), 1) << "submitting created the job's table on every server";
+      EXPECT_EQ(s->tables(0).name(), absl::StrCat("job-", id, "/params"));
+    }
+  }
   r = cluster.Cli({"status"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("PENDING"));
   EXPECT_THAT(r.output, HasSubstr("alive"));
   r = cluster.Cli({"jobs"});
   EXPECT_THAT(r.output, HasSubstr("lr"));
-  // The job's table exists on both servers.
+  r = cluster.Cli({"cancel", absl::StrCat(id)});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("CANCELLED"));
+  // Cancelling freed the job's tables on both servers.
   auto kv = client::KvClient::Create(cluster.client().ShardMaps());
   ASSERT_TRUE(kv.ok());
   for (const auto& s : (*kv)->ServerStatus()) {
     ASSERT_TRUE(s.ok());
-    ASSERT_EQ(s->tables_size(), 1);
-    EXPECT_EQ(s->tables(0).name(), absl::StrCat("job-", id, "/params"));
+    EXPECT_EQ(s->tables_size(), 0);
   }
 }
 
