@@ -86,6 +86,7 @@ struct OpState {
   std::string table;
   uint32_t dim = 1;
   float lr_scale = 0;
+  bool averaged = false;
   absl::Time deadline;
 
   // Sparse: the unique, sorted keys the RPCs carry, and (when the caller's keys were not already
@@ -309,12 +310,14 @@ absl::Status KvClient::RefreshShardMap() { return RefreshIfOlder(0, /*force=*/tr
 // Starting calls
 
 KvFuture KvClient::StartSparse(int kind, const std::string& table, absl::Span<const uint64_t> keys,
-                               absl::Span<const float> grads, absl::Span<float> out, PushOptions options) {
+                               absl::Span<const float> grads, absl::Span<float> out, PushOptions options,
+                               PullOptions pull_options) {
   auto op = std::make_shared<OpState>();
   op->kind = kind;
   op->sparse = true;
   op->table = table;
   op->lr_scale = options.learning_rate_scale;
+  op->averaged = pull_options.averaged;
   op->deadline = absl::Now() + options_.total_timeout;
   op->in_flight = in_flight_ops_;
   op->caller_out = out;
@@ -383,12 +386,13 @@ KvFuture KvClient::StartSparse(int kind, const std::string& table, absl::Span<co
 }
 
 KvFuture KvClient::StartDense(int kind, const std::string& table, uint64_t offset, absl::Span<const float> grads,
-                              absl::Span<float> out, PushOptions options) {
+                              absl::Span<float> out, PushOptions options, PullOptions pull_options) {
   auto op = std::make_shared<OpState>();
   op->kind = kind;
   op->sparse = false;
   op->table = table;
   op->lr_scale = options.learning_rate_scale;
+  op->averaged = pull_options.averaged;
   op->deadline = absl::Now() + options_.total_timeout;
   op->in_flight = in_flight_ops_;
   op->caller_out = out;
@@ -549,6 +553,7 @@ void KvClient::Send(const std::shared_ptr<SubRequest>& sub) {
     wire::PullHeader h;
     h.table = op.table;
     h.shard_map_version = r.version;
+    h.averaged = op.averaged;
     if (!op.sparse) {
       h.offset = sub->begin;
       h.length = sub->end - sub->begin;
@@ -694,8 +699,9 @@ void KvClient::Retry(const std::shared_ptr<SubRequest>& sub, const absl::Status&
 // ---------------------------------------------------------------------------------------------
 // Public data-path calls
 
-absl::Status KvClient::Pull(const std::string& table, absl::Span<const uint64_t> keys, absl::Span<float> out) {
-  return PullAsync(table, keys, out).Wait();
+absl::Status KvClient::Pull(const std::string& table, absl::Span<const uint64_t> keys, absl::Span<float> out,
+                            PullOptions options) {
+  return PullAsync(table, keys, out, options).Wait();
 }
 absl::Status KvClient::Push(const std::string& table, absl::Span<const uint64_t> keys, absl::Span<const float> grads,
                             PushOptions options) {
@@ -705,8 +711,9 @@ absl::Status KvClient::PushPull(const std::string& table, absl::Span<const uint6
                                 absl::Span<const float> grads, absl::Span<float> out, PushOptions options) {
   return PushPullAsync(table, keys, grads, out, options).Wait();
 }
-KvFuture KvClient::PullAsync(const std::string& table, absl::Span<const uint64_t> keys, absl::Span<float> out) {
-  return StartSparse(kPull, table, keys, {}, out, {});
+KvFuture KvClient::PullAsync(const std::string& table, absl::Span<const uint64_t> keys, absl::Span<float> out,
+                             PullOptions options) {
+  return StartSparse(kPull, table, keys, {}, out, {}, options);
 }
 KvFuture KvClient::PushAsync(const std::string& table, absl::Span<const uint64_t> keys, absl::Span<const float> grads,
                              PushOptions options) {
@@ -716,8 +723,9 @@ KvFuture KvClient::PushPullAsync(const std::string& table, absl::Span<const uint
                                  absl::Span<const float> grads, absl::Span<float> out, PushOptions options) {
   return StartSparse(kPushPull, table, keys, grads, out, options);
 }
-absl::Status KvClient::PullDense(const std::string& table, uint64_t offset, absl::Span<float> out) {
-  return PullDenseAsync(table, offset, out).Wait();
+absl::Status KvClient::PullDense(const std::string& table, uint64_t offset, absl::Span<float> out,
+                                 PullOptions options) {
+  return PullDenseAsync(table, offset, out, options).Wait();
 }
 absl::Status KvClient::PushDense(const std::string& table, uint64_t offset, absl::Span<const float> grads,
                                  PushOptions options) {
@@ -727,8 +735,9 @@ absl::Status KvClient::PushPullDense(const std::string& table, uint64_t offset, 
                                      absl::Span<float> out, PushOptions options) {
   return PushPullDenseAsync(table, offset, grads, out, options).Wait();
 }
-KvFuture KvClient::PullDenseAsync(const std::string& table, uint64_t offset, absl::Span<float> out) {
-  return StartDense(kPull, table, offset, {}, out, {});
+KvFuture KvClient::PullDenseAsync(const std::string& table, uint64_t offset, absl::Span<float> out,
+                                  PullOptions options) {
+  return StartDense(kPull, table, offset, {}, out, {}, options);
 }
 KvFuture KvClient::PushDenseAsync(const std::string& table, uint64_t offset, absl::Span<const float> grads,
                                   PushOptions options) {

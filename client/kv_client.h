@@ -91,6 +91,12 @@ struct PushOptions {
   float learning_rate_scale = 0;
 };
 
+struct PullOptions {
+  // Read the weights' moving average (tables created with optimizer.average_decay > 0), e.g. to
+  // evaluate or export a model; training reads the raw weights.
+  bool averaged = false;
+};
+
 // Counters of one client, for tests and progress reports.
 struct KvClientStats {
   uint64_t rpcs = 0;
@@ -112,25 +118,27 @@ class KvClient {
 
   // ---- Sparse tables. `keys` in any order, duplicates allowed. `values` / `out` hold
   // keys.size() * dim floats, row i for keys[i]; dim is out.size() / keys.size().
-  absl::Status Pull(const std::string& table, absl::Span<const uint64_t> keys, absl::Span<float> out);
+  absl::Status Pull(const std::string& table, absl::Span<const uint64_t> keys, absl::Span<float> out,
+                    PullOptions options = {});
   absl::Status Push(const std::string& table, absl::Span<const uint64_t> keys, absl::Span<const float> grads,
                     PushOptions options = {});
   // Pushes `grads`, then reads the updated rows of the same keys into `out`, in one round trip.
   absl::Status PushPull(const std::string& table, absl::Span<const uint64_t> keys, absl::Span<const float> grads,
                         absl::Span<float> out, PushOptions options = {});
-  KvFuture PullAsync(const std::string& table, absl::Span<const uint64_t> keys, absl::Span<float> out);
+  KvFuture PullAsync(const std::string& table, absl::Span<const uint64_t> keys, absl::Span<float> out,
+                     PullOptions options = {});
   KvFuture PushAsync(const std::string& table, absl::Span<const uint64_t> keys, absl::Span<const float> grads,
                      PushOptions options = {});
   KvFuture PushPullAsync(const std::string& table, absl::Span<const uint64_t> keys, absl::Span<const float> grads,
                          absl::Span<float> out, PushOptions options = {});
 
   // ---- Dense tables: elements [offset, offset + n) of the tensor, n = out.size() or grads.size().
-  absl::Status PullDense(const std::string& table, uint64_t offset, absl::Span<float> out);
+  absl::Status PullDense(const std::string& table, uint64_t offset, absl::Span<float> out, PullOptions options = {});
   absl::Status PushDense(const std::string& table, uint64_t offset, absl::Span<const float> grads,
                          PushOptions options = {});
   absl::Status PushPullDense(const std::string& table, uint64_t offset, absl::Span<const float> grads,
                              absl::Span<float> out, PushOptions options = {});
-  KvFuture PullDenseAsync(const std::string& table, uint64_t offset, absl::Span<float> out);
+  KvFuture PullDenseAsync(const std::string& table, uint64_t offset, absl::Span<float> out, PullOptions options = {});
   KvFuture PushDenseAsync(const std::string& table, uint64_t offset, absl::Span<const float> grads,
                           PushOptions options = {});
   KvFuture PushPullDenseAsync(const std::string& table, uint64_t offset, absl::Span<const float> grads,
@@ -165,9 +173,10 @@ class KvClient {
   absl::StatusOr<std::shared_ptr<const internal::Routing>> BuildRouting(const tessera::v1::ShardMap& map);
 
   KvFuture StartSparse(int kind, const std::string& table, absl::Span<const uint64_t> keys,
-                       absl::Span<const float> grads, absl::Span<float> out, PushOptions options);
+                       absl::Span<const float> grads, absl::Span<float> out, PushOptions options,
+                       PullOptions pull_options = {});
   KvFuture StartDense(int kind, const std::string& table, uint64_t offset, absl::Span<const float> grads,
-                      absl::Span<float> out, PushOptions options);
+                      absl::Span<float> out, PushOptions options, PullOptions pull_options = {});
   // Splits positions [begin of op's unique keys] under `r` and sends one sub-request per shard.
   void Route(const std::shared_ptr<internal::OpState>& op, const std::shared_ptr<const internal::Routing>& r,
              std::vector<uint32_t> positions, uint64_t dense_begin, uint64_t dense_end);

@@ -346,6 +346,7 @@ struct RawRequest {
   FieldBytes gradients;
   uint64_t offset = 0, length = 0, worker_id = 0, sequence = 0, shard_map_version = 0;
   uint32_t learning_rate_bits = 0;
+  bool averaged = false;
 };
 
 absl::Status ReadTable(Reader& r, const Errors& err, FieldBytes* table) {
@@ -399,6 +400,12 @@ absl::Status ParseRequest(Reader& r, bool is_push, int depth, const Errors& err,
         case Tag(5, kVarint):
           if (!r.ReadVarint64(&out->shard_map_version)) return err.At(r, "truncated or overlong shard_map_version");
           break;
+        case Tag(6, kVarint): {
+          uint64_t v;
+          if (!r.ReadVarint64(&v)) return err.At(r, "truncated or overlong averaged");
+          out->averaged = v != 0;
+          break;
+        }
         default:
           known = false;
       }
@@ -441,6 +448,7 @@ void ToPullFields(const RawRequest& raw, RequestDecoder::Storage* storage, PullF
   out->offset = raw.offset;
   out->length = raw.length;
   out->shard_map_version = raw.shard_map_version;
+  out->averaged = raw.averaged;
 }
 
 void ToPushFields(const RawRequest& raw, RequestDecoder::Storage* storage, PushFields* out) {
@@ -517,6 +525,7 @@ grpc::ByteBuffer EncodePullRequest(const PullHeader& h, Payload keys) {
   b.VarintField(3, h.offset);
   b.VarintField(4, h.length);
   b.VarintField(5, h.shard_map_version);
+  b.VarintField(6, h.averaged ? 1 : 0);
   return b.Finish();
 }
 

@@ -79,6 +79,7 @@ struct PullHeader {
   uint64_t offset = 0;
   uint64_t length = 0;
   uint64_t shard_map_version = 0;
+  bool averaged = false;
 };
 
 // The scalar fields of a PushRequest; keys and gradients go in Payloads.
@@ -174,6 +175,7 @@ struct PullFields {
   uint64_t offset = 0;
   uint64_t length = 0;
   uint64_t shard_map_version = 0;
+  bool averaged = false;
 };
 
 // Fields of a decoded PushRequest. `gradients` is raw bytes (the service checks that they are

@@ -58,6 +58,7 @@ void ExpectSame(const PullFields& got, const PullRequest& want) {
   EXPECT_EQ(got.offset, want.offset());
   EXPECT_EQ(got.length, want.length());
   EXPECT_EQ(got.shard_map_version, want.shard_map_version());
+  EXPECT_EQ(got.averaged, want.averaged());
   EXPECT_EQ(reinterpret_cast<uintptr_t>(got.keys.data()) % 8, 0u);
 }
 
@@ -128,7 +129,8 @@ TEST(WireEncode, PullRequestMatchesProtobuf) {
         want.set_offset(1234567);
         want.set_length(300);
       }
-      PullHeader h{want.table(), want.offset(), want.length(), want.shard_map_version()};
+      want.set_averaged(keys == 1 || keys == 0);
+      PullHeader h{want.table(), want.offset(), want.length(), want.shard_map_version(), want.averaged()};
       auto pin = std::make_shared<int>(0);
       grpc::ByteBuffer bb =
           EncodePullRequest(h, MakePayload(Bytes(want.keys().data(), want.keys_size() * 8), mode, pin));
@@ -247,6 +249,7 @@ TEST(WireDecode, RequestsAtEverySplit) {
   PullRequest pull = SamplePull(3);
   pull.set_offset(5);
   pull.set_length(6);
+  pull.set_averaged(true);
   for (const auto& bb : Splits(pull.SerializeAsString())) {
     RequestDecoder d;
     PullFields f;

@@ -17,13 +17,15 @@ DenseTable::DenseTable(DenseRange range, const Optimizer* optimizer, const Initi
     const uint64_t n = std::min(kBlockElements, range_.size() - first);
     float* data = BlockData(b);
     initializer->FillDense(range_.begin + first, data, n);
-    optimizer_->InitSlots(data + kBlockElements, n, kBlockElements);
+    optimizer_->InitSlots(data, data + kBlockElements, n, kBlockElements);
   }
 }
 
 DenseTable::~DenseTable() = default;
 
-void DenseTable::Pull(uint64_t offset, uint64_t n, float* out) const {
+void DenseTable::Pull(uint64_t offset, uint64_t n, float* out, bool averaged) const {
+  // Slot k of an element lives (k + 1) * kBlockElements floats after its weight.
+  const uint64_t shift = averaged ? (1 + optimizer_->average_slot()) * kBlockElements : 0;
   uint64_t local = offset - range_.begin;
   const uint64_t end = local + n;
   while (local < end) {
@@ -32,7 +34,7 @@ void DenseTable::Pull(uint64_t offset, uint64_t n, float* out) const {
     const uint64_t len = std::min(kBlockElements - in_block, end - local);
     {
       absl::ReaderMutexLock lock(&blocks_[b].mu);
-      std::memcpy(out, BlockData(b) + in_block, len * sizeof(float));
+      std::memcpy(out, BlockData(b) + shift + in_block, len * sizeof(float));
     }
     out += len;
     local += len;

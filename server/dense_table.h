@@ -33,8 +33,9 @@ class DenseTable {
 
   const DenseRange& range() const { return range_; }
 
-  // Copies global elements [offset, offset + n) into out. Requires the range to be inside range().
-  void Pull(uint64_t offset, uint64_t n, float* out) const;
+  // Copies global elements [offset, offset + n) into out, or their moving average when `averaged`
+  // (requires optimizer->average_slot() >= 0). Requires the range to be inside range().
+  void Pull(uint64_t offset, uint64_t n, float* out, bool averaged = false) const;
   // Applies grads to global elements [offset, offset + n). Requires the range inside range().
   void Push(uint64_t offset, const float* grads, uint64_t n, float lr_scale);
 

@@ -15,11 +15,13 @@ struct Fixture {
   std::unique_ptr<DenseTable> table;
 };
 
-Fixture Make(DenseRange range, const std::string& type, float lr, const std::string& init = "zeros", float scale = 0) {
+Fixture Make(DenseRange range, const std::string& type, float lr, const std::string& init = "zeros", float scale = 0,
+             float average_decay = 0) {
   Fixture f;
   tessera::v1::OptimizerSpec os;
   os.set_type(type);
   os.set_learning_rate(lr);
+  os.set_average_decay(average_decay);
   f.opt = std::move(Optimizer::Create(os)).value();
   tessera::v1::InitializerSpec is;
   is.set_type(init);
@@ -93,6 +95,35 @@ TEST(DenseTableTest, CopyAndLoadRestoreWeightsSlotsAndSteps) {
 
 namespace tessera::server {
 namespace {
+
+TEST(DenseTableTest, AveragedPullReadsTheMovingAverageAcrossBlocks) {
+  // A range that spans three blocks and starts mid-tensor; the read crosses both block borders.
+  const uint64_t begin = 1000, end = begin + 2 * DenseTable::kBlockElements + 500;
+  auto f = Make({begin, end}, "adagrad", 0.1f, "uniform", 1.0f, /*average_decay=*/0.9f);
+  const uint64_t n = end - begin;
+  std::vector<float> init(n), w(n), avg(n), g(n);
+  f.table->Pull(begin, n, init.data());
+  f.table->Pull(begin, n, avg.data(), /*averaged=*/true);
+  EXPECT_EQ(avg, init);
+  for (uint64_t i = 0; i < n; ++i) g[i] = std::sin(0.01 * i);
+  std::vector<double> ref(init.begin(), init.end());
+  for (int t = 0; t < 3; ++t) {
+    f.table->Push(begin, g.data(), n, 1.0f);
+    f.table->Pull(begin, n, w.data());
+    for (uint64_t i = 0; i < n; ++i) ref[i] += 0.1 * (w[i] - ref[i]);
+  }
+  f.table->Pull(begin, n, avg.data(), true);
+  int moved = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    ASSERT_NEAR(avg[i], ref[i], 1e-5) << i;
+    moved += avg[i] != w[i];
+  }
+  EXPECT_GT(moved, static_cast<int>(n / 2));
+  // A slice in the middle reads the same averages.
+  std::vector<float> slice(700);
+  f.table->Pull(begin + DenseTable::kBlockElements - 300, 700, slice.data(), true);
+  EXPECT_TRUE(std::equal(slice.begin(), slice.end(), avg.begin() + DenseTable::kBlockElements - 300));
+}
 
 TEST(InitializerTest, DenseSegmentsUseTheirOwnTypeAndScale) {
   tessera::v1::InitializerSpec spec;

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace tessera::server {
 namespace {
@@ -68,7 +70,7 @@ class Sgd final : public Optimizer {
   Sgd(float lr, float momentum) : lr_(lr), momentum_(momentum) {}
   std::string name() const override { return "sgd"; }
   int num_slots() const override { return momentum_ > 0 ? 1 : 0; }
-  void InitSlots(float* slots, int64_t n, int64_t stride) const override {
+  void InitSlots(const float*, float* slots, int64_t n, int64_t stride) const override {
     for (int k = 0; k < num_slots(); ++k) std::fill_n(slots + k * stride, n, 0.0f);
   }
   void Apply(float* w, float* slots, int64_t stride, const float* g, int64_t n, float lr_scale,
@@ -91,7 +93,7 @@ class Adagrad final : public Optimizer {
   Adagrad(float lr, float init, float eps) : lr_(lr), init_(init), eps_(eps) {}
   std::string name() const override { return "adagrad"; }
   int num_slots() const override { return 1; }
-  void InitSlots(float* slots, int64_t n, int64_t stride) const override {
+  void InitSlots(const float*, float* slots, int64_t n, int64_t stride) const override {
     std::fill_n(slots, n, init_);
   }
   void Apply(float* w, float* slots, int64_t stride, const float* g, int64_t n, float lr_scale,
@@ -111,7 +113,7 @@ class Adam final : public Optimizer {
   std::string name() const override { return "adam"; }
   int num_slots() const override { return 2; }
   bool uses_step() const override { return true; }
-  void InitSlots(float* slots, int64_t n, int64_t stride) const override {
+  void InitSlots(const float*, float* slots, int64_t n, int64_t stride) const override {
     std::fill_n(slots, n, 0.0f);
     std::fill_n(slots + stride, n, 0.0f);
   }
@@ -138,7 +140,7 @@ class Ftrl final : public Optimizer {
   Ftrl(float alpha, float beta, float l1, float l2) : alpha_(alpha), beta_(beta), l1_(l1), l2_(l2) {}
   std::string name() const override { return "ftrl"; }
   int num_slots() const override { return 2; }
-  void InitSlots(float* slots, int64_t n, int64_t stride) const override {
+  void InitSlots(const float*, float* slots, int64_t n, int64_t stride) const override {
     std::fill_n(slots, n, 0.0f);
     std::fill_n(slots + stride, n, 0.0f);
   }
@@ -155,9 +157,37 @@ class Ftrl final : public Optimizer {
   const float alpha_, beta_, l1_, l2_;
 };
 
-}  // namespace
+TESSERA_VECTOR_CLONES void AverageKernel(const float* __restrict w, float* __restrict avg, int64_t n, float rate) {
+  for (int64_t i = 0; i < n; ++i) avg[i] += rate * (w[i] - avg[i]);
+}
 
-absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const OptimizerSpec& spec) {
+// Wraps an optimizer and keeps an exponential moving average of the weights in one more slot:
+// after each update of a run, avg += (1 - decay) * (w - avg).
+class Averaged final : public Optimizer {
+ public:
+  Averaged(std::unique_ptr<Optimizer> inner, float decay)
+      : inner_(std::move(inner)), inner_slots_(inner_->num_slots()), rate_(1.0f - decay) {}
+  std::string name() const override { return inner_->name(); }
+  int num_slots() const override { return inner_slots_ + 1; }
+  int average_slot() const override { return inner_slots_; }
+  bool uses_step() const override { return inner_->uses_step(); }
+  void InitSlots(const float* w, float* slots, int64_t n, int64_t stride) const override {
+    inner_->InitSlots(w, slots, n, stride);
+    std::copy_n(w, n, slots + inner_slots_ * stride);
+  }
+  void Apply(float* w, float* slots, int64_t stride, const float* g, int64_t n, float lr_scale,
+             uint32_t* step) const override {
+    inner_->Apply(w, slots, stride, g, n, lr_scale, step);
+    AverageKernel(w, slots + inner_slots_ * stride, n, rate_);
+  }
+
+ private:
+  const std::unique_ptr<Optimizer> inner_;
+  const int inner_slots_;
+  const float rate_;
+};
+
+absl::StatusOr<std::unique_ptr<Optimizer>> CreateBase(const OptimizerSpec& spec) {
   const std::string& type = spec.type().empty() ? std::string("sgd") : spec.type();
   auto positive = [](float v) { return std::isfinite(v) && v > 0; };
   if (type == "sgd" || type == "adagrad" || type == "adam") {
@@ -193,6 +223,16 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const OptimizerSpec
   }
   return absl::InvalidArgumentError(
       absl::StrCat("optimizer.type = '", type, "' is unknown (expected sgd, adagrad, adam or ftrl)"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const OptimizerSpec& spec) {
+  const float decay = spec.average_decay();
+  if (!(decay >= 0 && decay < 1)) return Bad("average_decay", decay, "must be in [0, 1)");
+  ASSIGN_OR_RETURN(std::unique_ptr<Optimizer> base, CreateBase(spec));
+  if (decay == 0) return base;
+  return std::unique_ptr<Optimizer>(new Averaged(std::move(base), decay));
 }
 
 }  // namespace tessera::server

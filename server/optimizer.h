@@ -4,6 +4,10 @@
 // [w_0..w_{dim-1}][slot0_0..slot0_{dim-1}]... with stride = dim; a dense block has stride = block
 // size), plus one uint32 step counter per run (Adam's bias correction counts steps per sparse row).
 //
+// With OptimizerSpec.average_decay > 0 the optimizer keeps one more slot, last: an exponential
+// moving average of the weights (Polyak-Ruppert style averaging), updated after every Apply() and
+// read by averaged pulls (average_slot()).
+//
 // Optimizers are immutable after construction; Apply() is thread-safe as long as callers do not
 // update the same run concurrently (tables hold the run's lock).
 #ifndef TESSERA_SERVER_OPTIMIZER_H_
@@ -28,12 +32,15 @@ class Optimizer {
 
   // "sgd", "adagrad", "adam" or "ftrl".
   virtual std::string name() const = 0;
-  // Float slots per weight (0 for plain SGD).
+  // Float slots per weight (0 for plain SGD), the average's included.
   virtual int num_slots() const = 0;
+  // The slot holding the weights' moving average, or -1 when the optimizer keeps none.
+  virtual int average_slot() const { return -1; }
   // True when Apply() reads the step counter (Adam); tables then store one per run.
   virtual bool uses_step() const { return false; }
-  // Sets the slots of a fresh run of `n` weights (e.g. Adagrad's initial accumulator).
-  virtual void InitSlots(float* slots, int64_t n, int64_t stride) const = 0;
+  // Sets the slots of a fresh run of `n` weights `w`, already initialized (e.g. Adagrad's initial
+  // accumulator; the average starts at the weights).
+  virtual void InitSlots(const float* w, float* slots, int64_t n, int64_t stride) const = 0;
   // Applies gradient `g` to weights `w` (n of them) with slots `slots` and step counter `*step`.
   // `lr_scale` multiplies the learning rate.
   virtual void Apply(float* w, float* slots, int64_t stride, const float* g, int64_t n, float lr_scale,

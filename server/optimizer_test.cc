@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <vector>
@@ -17,6 +18,7 @@ using tessera::v1::OptimizerSpec;
 // Reference state of one weight and its update rule; `t` is the 1-based step number.
 struct RefState {
   double w = 0, a = 0, b = 0;
+  double avg = 0;  // moving average of w (cases with average_decay)
 };
 using RefStep = std::function<void(RefState&, double g, int t, double lr_scale)>;
 
@@ -76,6 +78,14 @@ std::vector<Case> Cases() {
                        r.w = -(r.a - (r.a > 0 ? 0.01 : -0.01)) / ((1.0 + std::sqrt(r.b)) / alpha + 0.1);
                      }
                    }});
+  // Every optimizer again with a moving average of its weights (one more slot, checked below).
+  const size_t base = cases.size();
+  for (size_t i = 0; i < base; ++i) {
+    Case c = cases[i];
+    c.name += "_averaged";
+    c.spec.set_average_decay(0.75f);
+    cases.push_back(std::move(c));
+  }
   return cases;
 }
 
@@ -100,10 +110,12 @@ TEST_P(OptimizerSuite, MatchesReferenceOverSeveralSteps) {
   std::vector<RefState> ref(n);
   for (int i = 0; i < n; ++i) {
     w[i] = 0.1f * (i - 3);
-    ref[i].w = w[i];
+    ref[i].w = ref[i].avg = w[i];
     GetParam().init(ref[i]);
   }
-  opt->InitSlots(slots.data(), n, n);
+  const double decay = GetParam().spec.average_decay();
+  ASSERT_EQ(opt->average_slot() >= 0, decay > 0);
+  opt->InitSlots(w.data(), slots.data(), n, n);
   uint32_t step = 0;
   for (int t = 1; t <= 12; ++t) {
     const double scale = t == 5 ? 0.5 : 1.0;
@@ -111,10 +123,18 @@ TEST_P(OptimizerSuite, MatchesReferenceOverSeveralSteps) {
     for (int i = 0; i < n; ++i) {
       g[i] = static_cast<float>(Grad(i, t));
       GetParam().step(ref[i], g[i], t, scale);
+      ref[i].avg += (1 - decay) * (ref[i].w - ref[i].avg);
     }
     opt->Apply(w.data(), slots.data(), n, g.data(), n, t == 5 ? 0.5f : 1.0f, &step);
     for (int i = 0; i < n; ++i) {
       ASSERT_NEAR(w[i], ref[i].w, 1e-5 + 1e-4 * std::fabs(ref[i].w)) << GetParam().name << " step " << t << " element " << i;
+      if (decay > 0) {
+        const float avg = slots[opt->average_slot() * n + i];
+        ASSERT_NEAR(avg, ref[i].avg, 1e-5 + 1e-4 * std::fabs(ref[i].avg)) << GetParam().name << " average, step " << t;
+        if (t >= 3) {
+          ASSERT_NE(avg, w[i]) << "the average lags the weights";
+        }
+      }
     }
   }
   EXPECT_EQ(step, 12u);
@@ -125,8 +145,8 @@ TEST_P(OptimizerSuite, SlotStrideOnlyChangesWhereSlotsLive) {
   constexpr int n = 5, stride = 16;
   std::vector<float> w1(n, 0.3f), w2(n, 0.3f);
   std::vector<float> s1(std::max(1, opt->num_slots()) * n), s2(std::max(1, opt->num_slots()) * stride, 7.0f);
-  opt->InitSlots(s1.data(), n, n);
-  opt->InitSlots(s2.data(), n, stride);
+  opt->InitSlots(w1.data(), s1.data(), n, n);
+  opt->InitSlots(w2.data(), s2.data(), n, stride);
   uint32_t t1 = 0, t2 = 0;
   for (int t = 1; t <= 4; ++t) {
     std::vector<float> g(n);
@@ -144,8 +164,8 @@ TEST_P(OptimizerSuite, SlotStrideOnlyChangesWhereSlotsLive) {
 TEST_P(OptimizerSuite, ConvergesOnAQuadratic) {
   auto opt = Make();
   float w = 0.0f;
-  std::vector<float> slots(2);
-  opt->InitSlots(slots.data(), 1, 1);
+  std::vector<float> slots(std::max(1, opt->num_slots()));
+  opt->InitSlots(&w, slots.data(), 1, 1);
   uint32_t step = 0;
   for (int t = 0; t < 3000; ++t) {
     const float g = w - 1.5f;  // f(w) = (w - 1.5)^2 / 2
@@ -173,6 +193,8 @@ TEST(OptimizerCreateTest, RejectsBadHyperParametersByName) {
   check(Spec("adam", [](auto& s) { s.set_beta2(-0.5f); }), "beta2");
   check(Spec("ftrl", [](auto& s) { s.set_alpha(0.0f); }), "alpha");
   check(Spec("ftrl", [](auto& s) { s.set_l1(-1.0f); }), "l1");
+  check(Spec("adam", [](auto& s) { s.set_average_decay(1.0f); }), "average_decay = 1");
+  check(Spec("sgd", [](auto& s) { s.set_average_decay(-0.5f); }), "average_decay = -0.5");
 }
 
 TEST(OptimizerCreateTest, DefaultsAndSlots) {
@@ -183,6 +205,13 @@ TEST(OptimizerCreateTest, DefaultsAndSlots) {
   EXPECT_EQ((*Optimizer::Create(Spec("adam", [](auto&) {})))->num_slots(), 2);
   EXPECT_TRUE((*Optimizer::Create(Spec("adam", [](auto&) {})))->uses_step());
   EXPECT_EQ((*Optimizer::Create(Spec("ftrl", [](auto&) {})))->num_slots(), 2);
+  EXPECT_EQ((*Optimizer::Create(Spec("adagrad", [](auto&) {})))->average_slot(), -1);
+  auto averaged = *Optimizer::Create(Spec("adam", [](auto& s) { s.set_average_decay(0.99f); }));
+  EXPECT_EQ(averaged->name(), "adam");
+  EXPECT_EQ(averaged->num_slots(), 3);
+  EXPECT_EQ(averaged->average_slot(), 2);
+  EXPECT_TRUE(averaged->uses_step());
+  EXPECT_EQ((*Optimizer::Create(Spec("sgd", [](auto& s) { s.set_average_decay(0.5f); })))->average_slot(), 0);
 }
 
 }  // namespace

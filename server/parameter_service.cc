@@ -44,6 +44,7 @@ PullArgs ToPullArgs(const PullRequest& req) {
   a.offset = req.offset();
   a.length = req.length();
   a.shard_map_version = req.shard_map_version();
+  a.averaged = req.averaged();
   return a;
 }
 
@@ -67,6 +68,7 @@ PullArgs ToPullArgs(const wire::PullFields& req) {
   a.offset = req.offset;
   a.length = req.length;
   a.shard_map_version = req.shard_map_version;
+  a.averaged = req.averaged;
   return a;
 }
 

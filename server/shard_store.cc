@@ -242,20 +242,25 @@ absl::Status ShardStore::Pull(const PullArgs& args, absl::FunctionRef<float*(siz
   ASSIGN_OR_RETURN(std::shared_ptr<Table> t, Lookup(args.table));
   const Placement p = placement();
   RETURN_IF_ERROR(CheckVersion(p, args.shard_map_version));
+  if (args.averaged && t->optimizer->average_slot() < 0) {
+    return absl::FailedPreconditionError(absl::StrCat("table '", t->spec.name(),
+                                                      "' keeps no weight average: create it with "
+                                                      "optimizer.average_decay > 0 to pull averaged weights"));
+  }
   if (t->sparse) {
     if (args.offset != 0 || args.length != 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("table '", t->spec.name(), "' is sparse: offset and length must be 0"));
     }
     RETURN_IF_ERROR(CheckKeys(p, args.keys, *t));
-    t->sparse->Pull(args.keys, alloc(args.keys.size() * t->spec.dim()));
+    t->sparse->Pull(args.keys, alloc(args.keys.size() * t->spec.dim()), args.averaged);
     keys_pulled_.fetch_add(args.keys.size(), std::memory_order_relaxed);
   } else {
     if (!args.keys.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("table '", t->spec.name(), "' is dense: keys must be empty"));
     }
     RETURN_IF_ERROR(CheckDense(p, *t, args.offset, args.length));
-    t->dense->Pull(args.offset, args.length, alloc(args.length));
+    t->dense->Pull(args.offset, args.length, alloc(args.length), args.averaged);
     keys_pulled_.fetch_add(args.length, std::memory_order_relaxed);
   }
   pulls_.fetch_add(1, std::memory_order_relaxed);

@@ -61,6 +61,7 @@ struct PullArgs {
   uint64_t offset = 0;              // dense
   uint64_t length = 0;              // dense
   uint64_t shard_map_version = 0;
+  bool averaged = false;  // read the weights' moving average (tables with average_decay > 0)
 };
 
 struct PushArgs {

@@ -46,10 +46,12 @@ class ShardStoreTest : public ::testing::Test {
     a.sequence = seq;
     return store_.Push(a).status();
   }
-  absl::StatusOr<std::vector<float>> PullSparse(std::vector<uint64_t> keys, const std::string& table = "emb") {
+  absl::StatusOr<std::vector<float>> PullSparse(std::vector<uint64_t> keys, const std::string& table = "emb",
+                                                bool averaged = false) {
     PullArgs a;
     a.table = table;
     a.keys = keys;
+    a.averaged = averaged;
     std::vector<float> out;
     absl::Status s = store_.Pull(a, [&](size_t n) {
       out.resize(n);
@@ -93,6 +95,29 @@ TEST_F(ShardStoreTest, NonFiniteGradientsAreRejectedAndNeverStored) {
   auto v = PullSparse({1, 2});
   ASSERT_TRUE(v.ok());
   for (float x : *v) EXPECT_EQ(x, 0.0f) << "nothing of a rejected push was applied";
+}
+
+TEST_F(ShardStoreTest, AveragedPullNeedsATableThatKeepsAnAverage) {
+  ExpectError(PullSparse({1}, "emb", /*averaged=*/true).status(), absl::StatusCode::kFailedPrecondition,
+              "table 'emb' keeps no weight average");
+  auto spec = Sparse("avg", 2);
+  spec.mutable_optimizer()->set_average_decay(0.5f);
+  ASSERT_TRUE(store_.CreateTable(spec).ok());
+  PushArgs a;
+  a.table = "avg";
+  const std::vector<uint64_t> keys = {5};
+  const std::vector<float> g = {1, -1};
+  a.keys = keys;
+  a.gradients = g;
+  ASSERT_TRUE(store_.Push(a).ok());
+  auto w = PullSparse({5}, "avg");
+  auto avg = PullSparse({5}, "avg", true);
+  ASSERT_TRUE(w.ok() && avg.ok());
+  EXPECT_EQ(*w, (std::vector<float>{-1, 1}));
+  EXPECT_EQ(*avg, (std::vector<float>{-0.5f, 0.5f}));
+  auto bad = Sparse("bad_avg", 2);
+  bad.mutable_optimizer()->set_average_decay(1.5f);
+  ExpectError(store_.CreateTable(bad).status(), absl::StatusCode::kInvalidArgument, "average_decay = 1.5");
 }
 
 TEST_F(ShardStoreTest, DuplicateAndUnsortedKeysAreRejected) {

@@ -114,7 +114,7 @@ char* SparseTable::FindOrInsert(Stripe& st, uint64_t key, uint64_t h) const
   if (has_step_) std::memset(row + 8, 0, 4);
   float* w = reinterpret_cast<float*>(row + weights_offset_);
   initializer_->FillRow(key, w, dim_);
-  optimizer_->InitSlots(w + dim_, dim_, dim_);
+  optimizer_->InitSlots(w, w + dim_, dim_, dim_);
   slots[pos] = id + 1;
   st.size = id + 1;
   num_rows_.fetch_add(1, std::memory_order_relaxed);
@@ -138,9 +138,9 @@ void SparseTable::ApplyRow(char* row, const float* grad, float lr_scale) const {
   optimizer_->Apply(w, w + dim_, dim_, grad, dim_, lr_scale, step);
 }
 
-void SparseTable::ReadRow(const char* row, uint64_t key, float* out) const {
+void SparseTable::ReadRow(const char* row, uint64_t key, size_t skip, float* out) const {
   if (row != nullptr) {
-    std::memcpy(out, row + weights_offset_, sizeof(float) * dim_);
+    std::memcpy(out, row + weights_offset_ + sizeof(float) * skip, sizeof(float) * dim_);
   } else {
     initializer_->FillRow(key, out, dim_);
   }
@@ -169,13 +169,14 @@ void GroupByStripe(absl::Span<const uint64_t> keys, HashFn hash, Scratch& sc,
 constexpr size_t kGroupThreshold = 32;
 }  // namespace
 
-void SparseTable::Pull(absl::Span<const uint64_t> keys, float* out) const {
+void SparseTable::Pull(absl::Span<const uint64_t> keys, float* out, bool averaged) const {
+  const size_t skip = averaged ? size_t{1 + static_cast<uint32_t>(optimizer_->average_slot())} * dim_ : 0;
   if (keys.size() < kGroupThreshold) {
     for (size_t i = 0; i < keys.size(); ++i) {
       const uint64_t h = HashOf(keys[i]);
       const Stripe& st = stripes_[StripeOf(h)];
       absl::ReaderMutexLock lock(&st.mu);
-      ReadRow(Find(st, keys[i], h), keys[i], out + i * dim_);
+      ReadRow(Find(st, keys[i], h), keys[i], skip, out + i * dim_);
     }
     return;
   }
@@ -192,7 +193,7 @@ void SparseTable::Pull(absl::Span<const uint64_t> keys, float* out) const {
       if (j + 8 < end) Prefetch(st, sc.hashes[sc.order[j + 8]], false);
       if (j + 4 < end) Prefetch(st, sc.hashes[sc.order[j + 4]], true);
       const uint32_t i = sc.order[j];
-      ReadRow(Find(st, keys[i], sc.hashes[i]), keys[i], out + size_t{i} * dim_);
+      ReadRow(Find(st, keys[i], sc.hashes[i]), keys[i], skip, out + size_t{i} * dim_);
     }
   }
 }

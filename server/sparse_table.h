@@ -43,10 +43,10 @@ class SparseTable {
   size_t row_bytes() const { return row_bytes_; }
   bool has_step() const { return has_step_; }
 
-  // Copies the weights of `keys` (any order, duplicates allowed) into out[i * dim ..].
-  // Rows never pushed read as their initial value and are not created. Non-blocking apart from
-  // stripe locks.
-  void Pull(absl::Span<const uint64_t> keys, float* out) const;
+  // Copies the weights of `keys` (any order, duplicates allowed) into out[i * dim ..], or their
+  // moving average when `averaged` (requires optimizer->average_slot() >= 0). Rows never pushed
+  // read as their initial value and are not created. Non-blocking apart from stripe locks.
+  void Pull(absl::Span<const uint64_t> keys, float* out, bool averaged = false) const;
 
   // Applies grads[i * dim ..] to row keys[i] with the optimizer, creating rows on first touch.
   // Keys must be unique within one call (callers validate); gradients must be finite.
@@ -72,7 +72,8 @@ class SparseTable {
   const char* Find(const Stripe& stripe, uint64_t key, uint64_t h) const;
   void Grow(Stripe& stripe) const;
   void ApplyRow(char* row, const float* grad, float lr_scale) const;
-  void ReadRow(const char* row, uint64_t key, float* out) const;
+  // `skip` floats past the weights: 0 reads the weights, (1 + average slot) * dim the average.
+  void ReadRow(const char* row, uint64_t key, size_t skip, float* out) const;
   // Prefetches the index slot of hash h (`ahead` = 1) or, once that is cached, the row (`ahead` = 2).
   void Prefetch(const Stripe& st, uint64_t h, bool row) const;
 

@@ -19,11 +19,12 @@ struct Fixture {
 };
 
 Fixture Make(uint32_t dim, const std::string& opt_type, float lr, const std::string& init_type = "zeros",
-             float scale = 0, uint64_t seed = 1) {
+             float scale = 0, uint64_t seed = 1, float average_decay = 0) {
   Fixture f;
   OptimizerSpec os;
   os.set_type(opt_type);
   os.set_learning_rate(lr);
+  os.set_average_decay(average_decay);
   f.opt = std::move(Optimizer::Create(os)).value();
   InitializerSpec is;
   is.set_type(init_type);
@@ -163,6 +164,39 @@ TEST(SparseTableTest, RawRowsRoundTripThroughCopyAndLoad) {
   f.table->Pull(keys, o1.data());
   g2.table->Pull(keys, o2.data());
   EXPECT_EQ(o1, o2);
+}
+
+TEST(SparseTableTest, AveragedPullReadsTheMovingAverageOfEachRow) {
+  auto f = Make(3, "sgd", 1.0f, "uniform", 0.5f, 7, /*average_decay=*/0.5f);
+  const std::vector<uint64_t> keys = {11, 12};
+  std::vector<float> init(6), avg(6), w(6);
+  f.table->Pull(keys, init.data());
+  // Absent rows: the average is the initial value.
+  f.table->Pull(keys, avg.data(), /*averaged=*/true);
+  EXPECT_EQ(avg, init);
+  // Row 11 gets two pushes, row 12 none: avg_1 = (init + w_1) / 2, avg_2 = (avg_1 + w_2) / 2.
+  const std::vector<uint64_t> one = {11};
+  const std::vector<float> g = {1.0f, 2.0f, -4.0f};
+  f.table->Push(one, g.data(), 1.0f);
+  f.table->Push(one, g.data(), 1.0f);
+  f.table->Pull(keys, w.data());
+  f.table->Pull(keys, avg.data(), true);
+  for (int i = 0; i < 3; ++i) {
+    const float w1 = init[i] - g[i], w2 = init[i] - 2 * g[i];
+    EXPECT_FLOAT_EQ(w[i], w2);
+    EXPECT_FLOAT_EQ(avg[i], ((init[i] + w1) / 2 + w2) / 2) << i;
+    EXPECT_EQ(avg[3 + i], init[3 + i]);
+    EXPECT_EQ(w[3 + i], init[3 + i]);
+  }
+  // The average is part of the row, so checkpoints carry it.
+  std::string raw;
+  size_t rows = 0;
+  for (int s = 0; s < SparseTable::kNumStripes; ++s) rows += f.table->CopyStripe(s, &raw);
+  auto g2 = Make(3, "sgd", 1.0f, "uniform", 0.5f, 7, 0.5f);
+  g2.table->LoadRows(raw.data(), rows);
+  std::vector<float> restored(6);
+  g2.table->Pull(keys, restored.data(), true);
+  EXPECT_EQ(restored, avg);
 }
 
 }  // namespace

@@ -35,6 +35,7 @@ struct Trainer::State {
   RegisterWorkerResponse reg;
   std::string table;
   uint64_t table_size = 0;  // dense tables
+  client::PullOptions eval_pull;  // evaluation reads the weights' moving average when kept
   std::string consistency;
   uint32_t staleness = 0;
   uint32_t batch_size = 128;
@@ -99,6 +100,7 @@ absl::Status Trainer::Run() {
   if (s.reg.tables_size() != 1) return absl::InternalError("expected exactly one table per job");
   s.table = s.reg.tables(0).name();
   s.table_size = s.reg.tables(0).size();
+  s.eval_pull.averaged = s.reg.tables(0).optimizer().average_decay() > 0;
   s.consistency = spec.training().consistency();
   s.staleness = spec.training().consistency() == "ssp" ? spec.training().staleness() : 0;
   s.batch_size = std::max(1u, spec.training().batch_size());
@@ -364,10 +366,10 @@ absl::Status Trainer::EvalChunk(const ChunkData& chunk, EvalAccumulator* acc) {
     if (model.sparse()) {
       model.Keys(batch, &keys);
       params.resize(model.NumParams(keys.size()));
-      RETURN_IF_ERROR(s.kv->Pull(s.table, keys, absl::MakeSpan(params)));
+      RETURN_IF_ERROR(s.kv->Pull(s.table, keys, absl::MakeSpan(params), s.eval_pull));
     } else if (params.empty()) {
       params.resize(s.table_size);  // dense weights do not change during evaluation: pull once
-      RETURN_IF_ERROR(s.kv->PullDense(s.table, 0, absl::MakeSpan(params)));
+      RETURN_IF_ERROR(s.kv->PullDense(s.table, 0, absl::MakeSpan(params), s.eval_pull));
     }
     model.Predict(batch, keys, params, &preds);
     labels.assign(chunk.data->labels.begin() + batch.begin, chunk.data->labels.begin() + batch.end);

@@ -50,6 +50,9 @@ absl::Status Invalid(absl::string_view field, const std::string& value, absl::st
 absl::Status ValidateJobSpec(const JobSpec& spec) {
   if (auto model = worker::Model::Create(worker::ModelConfigFromSpec(spec.model())); !model.ok()) return model.status();
   if (auto opt = server::Optimizer::Create(spec.optimizer()); !opt.ok()) return opt.status();
+  if (!(spec.model().l2() >= 0) || !std::isfinite(spec.model().l2())) {
+    return Invalid("model.l2", absl::StrCat(spec.model().l2()), "must be a finite number >= 0");
+  }
   const auto& d = spec.data();
   if (d.format() != "libsvm" && d.format() != "idx") {
     return Invalid("data.format", absl::StrCat("'", d.format(), "'"), "expected libsvm or idx");

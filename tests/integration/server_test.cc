@@ -135,6 +135,17 @@ TEST_F(ServerTest, UnknownTableIsNotFound) {
   ExpectStillServing();
 }
 
+TEST_F(ServerTest, AveragedPullOfATableWithoutAverageIsFailedPrecondition) {
+  tessera::v1::PullRequest req;
+  req.set_table("emb");
+  req.add_keys(1);
+  req.set_averaged(true);
+  grpc::Status s = RawPull(req);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("table 'emb' keeps no weight average"));
+  ExpectStillServing();
+}
+
 TEST_F(ServerTest, NanOrInfGradientIsRefusedAndNeverReachesAWeight) {
   for (float bad : {NAN, INFINITY, -INFINITY}) {
     grpc::Status s = RawPush(SparsePush({5}, {0.0f, bad, 0.0f}));

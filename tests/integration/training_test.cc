@@ -33,21 +33,24 @@ class TrainingTest : public ::testing::Test {
     train_ = *train;
     test_ = *test;
   }
-  std::string SoftmaxSpec(const std::string& training, const std::string& name = "softmax") {
+  std::string SoftmaxSpec(const std::string& training, const std::string& name = "softmax",
+                          const std::string& optimizer = R"({"type": "adagrad", "learning_rate": 0.1})") {
     return absl::StrCat(R"({"name": ")", name, R"(", "model": {"type": "softmax", "num_features": 784, "num_classes": 10},
       "data": {"train": ")", train_, R"(", "test": ")", test_, R"(", "format": "libsvm", "chunk_bytes": 300000},
-      "optimizer": {"type": "adagrad", "learning_rate": 0.1},
+      "optimizer": )", optimizer, R"(,
       "training": {)", training, "}}");
   }
   // All rows of a finished softmax job's table, read through the cluster's shard map.
-  std::vector<float> SoftmaxWeights(MiniCluster& cluster, uint64_t job) {
+  std::vector<float> SoftmaxWeights(MiniCluster& cluster, uint64_t job, bool averaged = false) {
     auto kv = client::KvClient::Create(cluster.client().ShardMaps());
     EXPECT_TRUE(kv.ok());
     std::vector<uint64_t> keys;
     for (uint64_t f = 1; f <= 784; ++f) keys.push_back(f);
     keys.push_back(worker::kBiasKey);
     std::vector<float> w(keys.size() * 10);
-    EXPECT_TRUE((*kv)->Pull(absl::StrCat("job-", job, "/params"), keys, absl::MakeSpan(w)).ok());
+    client::PullOptions options;
+    options.averaged = averaged;
+    EXPECT_TRUE((*kv)->Pull(absl::StrCat("job-", job, "/params"), keys, absl::MakeSpan(w), options).ok());
     return w;
   }
   testing::TempDir dir_;
@@ -102,9 +105,12 @@ TEST_F(TrainingTest, SspKeepsTheSlowWorkerWithinTheStalenessBound) {
 }
 
 TEST_F(TrainingTest, BspRunsAreBitIdentical) {
+  // With a moving average of the weights kept on the servers (what evaluation reads): it is part of
+  // the deterministic state too.
   const std::string json =
-      SoftmaxSpec(R"("epochs": 2, "batch_size": 50, "consistency": "bsp", "num_workers": 2, "seed": 7)", "bsp");
-  std::vector<std::vector<float>> weights;
+      SoftmaxSpec(R"("epochs": 2, "batch_size": 50, "consistency": "bsp", "num_workers": 2, "seed": 7)", "bsp",
+                  R"({"type": "adagrad", "learning_rate": 0.1, "average_decay": 0.99})");
+  std::vector<std::vector<float>> weights, averages;
   for (int run = 0; run < 2; ++run) {
     MiniCluster cluster;
     ASSERT_TRUE(cluster.Start().ok());
@@ -123,6 +129,7 @@ TEST_F(TrainingTest, BspRunsAreBitIdentical) {
     EXPECT_EQ(job->max_clock_gap(), 0u);
     EXPECT_GT(job->evaluations(0).accuracy(), 0.6);
     weights.push_back(SoftmaxWeights(cluster, sub->job_id()));
+    averages.push_back(SoftmaxWeights(cluster, sub->job_id(), /*averaged=*/true));
   }
   ASSERT_EQ(weights[0].size(), weights[1].size());
   size_t nonzero = 0;
@@ -130,6 +137,12 @@ TEST_F(TrainingTest, BspRunsAreBitIdentical) {
   EXPECT_GT(nonzero, weights[0].size() / 2) << "the model trained";
   EXPECT_EQ(0, std::memcmp(weights[0].data(), weights[1].data(), weights[0].size() * sizeof(float)))
       << "two bsp runs with the same seed give bit-identical weights";
+  ASSERT_EQ(averages[0].size(), weights[0].size());
+  EXPECT_EQ(0, std::memcmp(averages[0].data(), averages[1].data(), averages[0].size() * sizeof(float)))
+      << "and bit-identical weight averages";
+  size_t lagging = 0;
+  for (size_t i = 0; i < weights[0].size(); ++i) lagging += averages[0][i] != weights[0][i];
+  EXPECT_GT(lagging, weights[0].size() / 2) << "the average is not the weights";
 }
 
 TEST_F(TrainingTest, SparseLogisticAndFmLearnABinaryTask) {

@@ -262,6 +262,7 @@ ModelConfig ModelConfigFromSpec(const tessera::v1::ModelSpec& m) {
   c.factor_dim = m.factor_dim();
   c.hidden.assign(m.hidden().begin(), m.hidden().end());
   c.seed = m.seed();
+  c.l2 = m.l2();
   return c;
 }
 
