@@ -8,32 +8,14 @@
 namespace tessera::worker::internal {
 namespace {
 
-class FmModel final : public Model {
+class FmModel final : public SparseModel {
  public:
   explicit FmModel(const ModelConfig& config)
-      : Model(config, /*sparse=*/true, /*width=*/1 + config.factor_dim), k_(config.factor_dim), dim_(1 + k_) {}
-
-  tessera::v1::TableSpec Table() const override {
-    tessera::v1::TableSpec spec;
-    spec.set_kind(tessera::v1::TableSpec::SPARSE);
-    spec.set_dim(dim_);
-    spec.mutable_initializer()->set_type("normal");
-    spec.mutable_initializer()->set_scale(0.01f);
-    spec.mutable_initializer()->set_seed(config().seed);
-    return spec;
-  }
-
-  void Keys(const data::Batch& batch, std::vector<uint64_t>* keys) const override {
-    CheckBatch(batch);
-    SparseKeys(batch, keys);
-  }
+      : SparseModel(config, /*dim=*/1 + config.factor_dim, "normal", 0.01f), k_(config.factor_dim), dim_(1 + k_) {}
 
   double Gradient(const data::Batch& batch, absl::Span<const uint64_t> keys, absl::Span<const float> params,
                   absl::Span<float> grads) const override {
-    CheckBatch(batch);
-    CheckOrDie(params.size() == keys.size() * dim_ && grads.size() == params.size(),
-               "fm: params and grads must hold keys.size() * (1 + factor_dim) floats");
-    std::fill(grads.begin(), grads.end(), 0.0f);
+    StartGradient(*this, batch, keys, params, grads);
     const size_t n = batch.size();
     if (n == 0) return 0.0;
     thread_local BatchRows rows;
@@ -63,8 +45,7 @@ class FmModel final : public Model {
 
   void Predict(const data::Batch& batch, absl::Span<const uint64_t> keys, absl::Span<const float> params,
                std::vector<float>* out) const override {
-    CheckBatch(batch);
-    CheckOrDie(params.size() == keys.size() * dim_, "fm: params must hold keys.size() * (1 + factor_dim) floats");
+    StartPredict(*this, batch, keys, params);
     thread_local BatchRows rows;
     thread_local std::vector<double> sums;
     rows.Build(batch, keys);

@@ -7,30 +7,13 @@
 namespace tessera::worker::internal {
 namespace {
 
-class LogisticModel final : public Model {
+class LogisticModel final : public SparseModel {
  public:
-  explicit LogisticModel(const ModelConfig& config) : Model(config, /*sparse=*/true, /*width=*/1) {}
-
-  tessera::v1::TableSpec Table() const override {
-    tessera::v1::TableSpec spec;
-    spec.set_kind(tessera::v1::TableSpec::SPARSE);
-    spec.set_dim(1);
-    spec.mutable_initializer()->set_type("zeros");
-    spec.mutable_initializer()->set_seed(config().seed);
-    return spec;
-  }
-
-  void Keys(const data::Batch& batch, std::vector<uint64_t>* keys) const override {
-    CheckBatch(batch);
-    SparseKeys(batch, keys);
-  }
+  explicit LogisticModel(const ModelConfig& config) : SparseModel(config, /*dim=*/1, "zeros") {}
 
   double Gradient(const data::Batch& batch, absl::Span<const uint64_t> keys, absl::Span<const float> params,
                   absl::Span<float> grads) const override {
-    CheckBatch(batch);
-    CheckOrDie(params.size() == keys.size() && grads.size() == params.size(),
-               "logistic: params and grads must hold keys.size() floats");
-    std::fill(grads.begin(), grads.end(), 0.0f);
+    StartGradient(*this, batch, keys, params, grads);
     const size_t n = batch.size();
     if (n == 0) return 0.0;
     thread_local BatchRows rows;
@@ -50,8 +33,7 @@ class LogisticModel final : public Model {
 
   void Predict(const data::Batch& batch, absl::Span<const uint64_t> keys, absl::Span<const float> params,
                std::vector<float>* out) const override {
-    CheckBatch(batch);
-    CheckOrDie(params.size() == keys.size(), "logistic: params must hold keys.size() floats");
+    StartPredict(*this, batch, keys, params);
     thread_local BatchRows rows;
     rows.Build(batch, keys);
     out->resize(batch.size());

@@ -74,9 +74,7 @@ class MlpModel final : public Model {
 
   double Gradient(const data::Batch& batch, absl::Span<const uint64_t> keys, absl::Span<const float> params,
                   absl::Span<float> grads) const override {
-    CheckBatch(batch);
-    CheckOrDie(params.size() == size_ && grads.size() == size_, "mlp: params and grads must hold the table size");
-    std::fill(grads.begin(), grads.end(), 0.0f);
+    StartGradient(*this, batch, keys, params, grads);
     const int n = static_cast<int>(batch.size());
     if (n == 0) return 0.0;
     if (!Readable(batch)) return std::numeric_limits<double>::quiet_NaN();
@@ -135,8 +133,7 @@ class MlpModel final : public Model {
 
   void Predict(const data::Batch& batch, absl::Span<const uint64_t> keys, absl::Span<const float> params,
                std::vector<float>* out) const override {
-    CheckBatch(batch);
-    CheckOrDie(params.size() == size_, "mlp: params must hold the table size");
+    StartPredict(*this, batch, keys, params);
     const size_t k = config().num_classes;
     if (batch.size() == 0) {
       out->clear();

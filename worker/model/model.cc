@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "worker/model/model_internal.h"
@@ -176,6 +177,45 @@ void CheckOrDie(bool condition, const char* what) {
 void CheckBatch(const data::Batch& batch) {
   CheckOrDie(batch.data != nullptr, "batch.data is null");
   CheckOrDie(batch.begin <= batch.end && batch.end <= batch.data->size(), "batch range exceeds its dataset");
+}
+
+namespace {
+void CheckParams(const Model& model, const char* call, absl::Span<const uint64_t> keys, size_t params, size_t grads) {
+  const size_t want = model.NumParams(keys.size());
+  if (params == want && grads == want) return;
+  const std::string what = absl::StrCat(model.config().type, ": ", call, " needs ", want, " floats of params",
+                                        call[0] == 'G' ? " and grads" : "", " for ", keys.size(), " keys, got ",
+                                        params, call[0] == 'G' ? absl::StrCat(" and ", grads) : "");
+  CheckOrDie(false, what.c_str());
+}
+}  // namespace
+
+void StartGradient(const Model& model, const data::Batch& batch, absl::Span<const uint64_t> keys,
+                   absl::Span<const float> params, absl::Span<float> grads) {
+  CheckBatch(batch);
+  CheckParams(model, "Gradient()", keys, params.size(), grads.size());
+  std::fill(grads.begin(), grads.end(), 0.0f);
+}
+
+void StartPredict(const Model& model, const data::Batch& batch, absl::Span<const uint64_t> keys,
+                  absl::Span<const float> params) {
+  CheckBatch(batch);
+  CheckParams(model, "Predict()", keys, params.size(), params.size());
+}
+
+tessera::v1::TableSpec SparseModel::Table() const {
+  tessera::v1::TableSpec spec;
+  spec.set_kind(tessera::v1::TableSpec::SPARSE);
+  spec.set_dim(dim_);
+  spec.mutable_initializer()->set_type(init_type_);
+  spec.mutable_initializer()->set_scale(init_scale_);
+  spec.mutable_initializer()->set_seed(config().seed);
+  return spec;
+}
+
+void SparseModel::Keys(const data::Batch& batch, std::vector<uint64_t>* keys) const {
+  CheckBatch(batch);
+  SparseKeys(batch, keys);
 }
 
 void SparseKeys(const data::Batch& batch, std::vector<uint64_t>* keys) {

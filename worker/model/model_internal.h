@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/types/span.h"
@@ -27,6 +29,32 @@ void CheckOrDie(bool condition, const char* what);
 
 // Aborts unless `batch` is a valid range of a dataset.
 void CheckBatch(const data::Batch& batch);
+
+// The checks every Gradient() / Predict() starts with: a valid batch and spans of
+// model.NumParams(keys.size()) floats (anything else is a caller bug and aborts). StartGradient
+// also zeroes `grads`.
+void StartGradient(const Model& model, const data::Batch& batch, absl::Span<const uint64_t> keys,
+                   absl::Span<const float> params, absl::Span<float> grads);
+void StartPredict(const Model& model, const data::Batch& batch, absl::Span<const uint64_t> keys,
+                  absl::Span<const float> params);
+
+// Base of the models over one SPARSE table of `dim`-float rows (logistic, softmax, fm): a batch's
+// keys are its features plus kBiasKey (SparseKeys()).
+class SparseModel : public Model {
+ public:
+  tessera::v1::TableSpec Table() const override;
+  void Keys(const data::Batch& batch, std::vector<uint64_t>* keys) const override;
+
+ protected:
+  // Rows start from initializer `init_type` with `init_scale`, seeded by config.seed.
+  SparseModel(const ModelConfig& config, uint32_t dim, std::string init_type, float init_scale = 0)
+      : Model(config, /*sparse=*/true, dim), dim_(dim), init_type_(std::move(init_type)), init_scale_(init_scale) {}
+
+ private:
+  const uint32_t dim_;
+  const std::string init_type_;
+  const float init_scale_;
+};
 
 // log(1 + e^z) without overflow or loss of precision for any finite z.
 inline double Softplus(double z) { return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z)); }

@@ -9,31 +9,14 @@
 namespace tessera::worker::internal {
 namespace {
 
-class SoftmaxModel final : public Model {
+class SoftmaxModel final : public SparseModel {
  public:
   explicit SoftmaxModel(const ModelConfig& config)
-      : Model(config, /*sparse=*/true, /*width=*/config.num_classes), k_(config.num_classes) {}
-
-  tessera::v1::TableSpec Table() const override {
-    tessera::v1::TableSpec spec;
-    spec.set_kind(tessera::v1::TableSpec::SPARSE);
-    spec.set_dim(k_);
-    spec.mutable_initializer()->set_type("zeros");
-    spec.mutable_initializer()->set_seed(config().seed);
-    return spec;
-  }
-
-  void Keys(const data::Batch& batch, std::vector<uint64_t>* keys) const override {
-    CheckBatch(batch);
-    SparseKeys(batch, keys);
-  }
+      : SparseModel(config, /*dim=*/config.num_classes, "zeros"), k_(config.num_classes) {}
 
   double Gradient(const data::Batch& batch, absl::Span<const uint64_t> keys, absl::Span<const float> params,
                   absl::Span<float> grads) const override {
-    CheckBatch(batch);
-    CheckOrDie(params.size() == keys.size() * k_ && grads.size() == params.size(),
-               "softmax: params and grads must hold keys.size() * num_classes floats");
-    std::fill(grads.begin(), grads.end(), 0.0f);
+    StartGradient(*this, batch, keys, params, grads);
     const size_t n = batch.size();
     if (n == 0) return 0.0;
     thread_local BatchRows rows;
@@ -66,8 +49,7 @@ class SoftmaxModel final : public Model {
 
   void Predict(const data::Batch& batch, absl::Span<const uint64_t> keys, absl::Span<const float> params,
                std::vector<float>* out) const override {
-    CheckBatch(batch);
-    CheckOrDie(params.size() == keys.size() * k_, "softmax: params must hold keys.size() * num_classes floats");
+    StartPredict(*this, batch, keys, params);
     thread_local BatchRows rows;
     thread_local std::vector<double> z;
     rows.Build(batch, keys);
